@@ -1,0 +1,1 @@
+//! Runnable examples of Flux: `cargo run --example NAME`.

@@ -1,0 +1,153 @@
+//! The token bucket, stored as GCRA (the Generic Cell Rate Algorithm).
+//!
+//! A bucket that holds at most `burst` tokens and refills one token every *emission interval*
+//! `T = period / count` is fully described by one instant, the **theoretical arrival time**
+//! (`tat`): the moment at which the bucket would be full again. With *tolerance*
+//! `tau = burst x T` (the time an empty bucket takes to fill), at time `now`:
+//!
+//! * the bucket holds `(tau - (tat - now)) / T` tokens (`tat` below `now` counts as `now`);
+//! * a request costing `c` tokens has *increment* `c x T`; it is admitted iff
+//!   `max(tat, now) + c x T - now <= tau`, and then `tat` becomes `max(tat, now) + c x T`;
+//! * a denied request changes nothing; it could be admitted after
+//!   `max(tat, now) + c x T - tau - now`.
+//!
+//! Worked example: `rate = "10/s"`, `burst = 3` gives `T = 100 ms`, `tau = 300 ms`. Three
+//! requests at `t = 0` move `tat` to 100, 200, 300 ms (remaining 2, 1, 0); a fourth at
+//! `t = 0` would need `tat = 400 ms`, 100 ms over `tau`: denied, retry after 100 ms. At
+//! `t = 150 ms` a request is admitted (`tat` 300 -> 400, `400 - 150 = 250 <= 300`).
+//!
+//! All quantities are integer microseconds, so this Rust code and `lua/gcra.lua` compute
+//! the very same numbers (Lua's doubles hold integers exactly up to 2^53; `Limit` keeps
+//! `tau` below 10 years). The stored value is `tat` and a key expires when its bucket is
+//! full again, `tat - now` after the write: idle clients cost nothing.
+//!
+//! Several limits are decided together, all or nothing: every bucket is evaluated, and only
+//! if each admits is any of them charged.
+
+/// One limit's GCRA parameters, in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Params {
+    /// `T`: time to earn one token.
+    pub(crate) interval: u64,
+    /// `tau = burst x T`: time for an empty bucket to fill.
+    pub(crate) tolerance: u64,
+    /// `cost x T`: what one request adds to `tat`.
+    pub(crate) increment: u64,
+}
+
+/// The outcome for one bucket of a (possibly multi-limit) check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bucket {
+    /// Whole tokens left after this check (after charging, if the whole check was admitted).
+    pub(crate) remaining: u64,
+    /// Zero when this bucket alone would admit; otherwise the wait until it would.
+    pub(crate) retry_after: u64,
+    /// Time until this bucket is full again.
+    pub(crate) reset_after: u64,
+}
+
+/// Decides one check over `tats` (the stored values, `None` for an absent key) at `now`.
+///
+/// Returns whether the check is admitted and fills `out` with one [`Bucket`] per limit. On
+/// admission, `tats` holds the values to store (each with a time to live of
+/// `reset_after`); on denial `tats` is unchanged.
+pub(crate) fn decide(
+    now: u64,
+    params: &[Params],
+    tats: &mut [Option<u64>],
+    out: &mut Vec<Bucket>,
+) -> bool {
+    debug_assert_eq!(params.len(), tats.len());
+    out.clear();
+    let mut allowed = true;
+    for (p, stored) in params.iter().zip(tats.iter()) {
+        let tat = stored.map_or(now, |t| t.max(now));
+        let new_tat = tat + p.increment;
+        let allow_at = new_tat.saturating_sub(p.tolerance);
+        if allow_at > now {
+            allowed = false;
+            out.push(Bucket {
+                remaining: p.tolerance.saturating_sub(tat - now) / p.interval,
+                retry_after: allow_at - now,
+                reset_after: tat - now,
+            });
+        } else {
+            out.push(Bucket {
+                remaining: (p.tolerance - (new_tat - now)) / p.interval,
+                retry_after: 0,
+                reset_after: new_tat - now,
+            });
+        }
+    }
+    if allowed {
+        for (p, stored) in params.iter().zip(tats.iter_mut()) {
+            *stored = Some(stored.map_or(now, |t| t.max(now)) + p.increment);
+        }
+    } else {
+        // Nothing is charged: report every bucket as it stands.
+        for ((p, stored), bucket) in params.iter().zip(tats.iter()).zip(out.iter_mut()) {
+            let tat = stored.map_or(now, |t| t.max(now));
+            bucket.remaining = p.tolerance.saturating_sub(tat - now) / p.interval;
+            bucket.reset_after = tat - now;
+        }
+    }
+    allowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(interval: u64, burst: u64, cost: u64) -> Params {
+        Params {
+            interval,
+            tolerance: interval * burst,
+            increment: interval * cost,
+        }
+    }
+
+    #[test]
+    fn worked_example_from_the_module_docs() {
+        let p = [params(100_000, 3, 1)];
+        let mut tat = [None];
+        let mut out = Vec::new();
+        for remaining in [2, 1, 0] {
+            assert!(decide(0, &p, &mut tat, &mut out));
+            assert_eq!(out[0].remaining, remaining);
+        }
+        assert!(!decide(0, &p, &mut tat, &mut out));
+        assert_eq!(out[0].retry_after, 100_000);
+        assert_eq!(out[0].reset_after, 300_000);
+        assert_eq!(tat, [Some(300_000)]);
+        assert!(decide(150_000, &p, &mut tat, &mut out));
+        assert_eq!(tat, [Some(400_000)]);
+    }
+
+    #[test]
+    fn denial_charges_no_bucket() {
+        let p = [params(1_000, 10, 1), params(1_000, 2, 1)];
+        let mut tats = [None, None];
+        let mut out = Vec::new();
+        assert!(decide(0, &p, &mut tats, &mut out));
+        assert!(decide(0, &p, &mut tats, &mut out));
+        assert!(!decide(0, &p, &mut tats, &mut out));
+        assert_eq!(tats, [Some(2_000), Some(2_000)]);
+        assert_eq!(out[0].remaining, 8);
+        assert_eq!(out[0].retry_after, 0);
+        assert_eq!(out[1].remaining, 0);
+        assert_eq!(out[1].retry_after, 1_000);
+    }
+
+    #[test]
+    fn cost_above_the_tokens_present_waits_for_all_of_them() {
+        let p = [params(1_000, 5, 3)];
+        let mut tat = [None];
+        let mut out = Vec::new();
+        assert!(decide(0, &p, &mut tat, &mut out));
+        assert_eq!(out[0].remaining, 2);
+        assert!(!decide(0, &p, &mut tat, &mut out));
+        assert_eq!(out[0].retry_after, 1_000);
+        assert!(decide(1_000, &p, &mut tat, &mut out));
+        assert_eq!(out[0].remaining, 0);
+    }
+}

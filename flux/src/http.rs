@@ -1,0 +1,202 @@
+//! HTTP: the RateLimit header fields, `Retry-After`, the 429 and 503 responses, and the
+//! request-side pieces `#[rate_limit]` injects (client address, headers).
+//!
+//! Header fields follow the IETF draft "RateLimit header fields for HTTP"
+//! (draft-ietf-httpapi-ratelimit-headers-10): `RateLimit-Policy` states the deciding limit
+//! (`q` tokens per `w` seconds) and `RateLimit` its state (`r` remaining, `t` seconds until
+//! it is full). A denial adds `Retry-After` in whole seconds, rounded up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+use crate::{Decision, Flux, Key, Limit, Source};
+
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_micros().div_ceil(1_000_000) as u64
+}
+
+/// The policy name shown to clients: the last `::` segment of the limit's name, reduced to
+/// the characters a Structured Field string may hold unescaped.
+fn policy_name(limit: &Limit) -> String {
+    let name = limit.name().rsplit("::").next().unwrap_or_default();
+    name.chars()
+        .filter(|c| (c.is_ascii_graphic() && *c != '"' && *c != '\\') || *c == ' ')
+        .take(64)
+        .collect()
+}
+
+impl Decision {
+    /// Adds the RateLimit header fields (and `Retry-After` on a denial) for this decision,
+    /// whose deciding limit is `limits[self.index]`. Decisions of a failure policy carry
+    /// no bucket state and add nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
+    /// use flux::{Flux, Limit, Rate};
+    /// use http::HeaderMap;
+    ///
+    /// static API: Limit = Limit::new("api", Rate::per_second(10));
+    /// let decision = Flux::builder().build()?.check("k", &API).await;
+    /// let mut headers = HeaderMap::new();
+    /// decision.write_headers(std::slice::from_ref(&API), &mut headers);
+    /// assert_eq!(headers["ratelimit-policy"], "\"api\";q=10;w=1");
+    /// assert_eq!(headers["ratelimit"], "\"api\";r=9;t=1");
+    /// # Ok(()) }
+    /// ```
+    pub fn write_headers(&self, limits: &[Limit], headers: &mut HeaderMap) {
+        if matches!(self.source, Source::FailOpen | Source::FailClosed) {
+            return;
+        }
+        let Some(limit) = limits.get(self.index) else {
+            return;
+        };
+        let name = policy_name(limit);
+        let policy = format!(
+            "\"{name}\";q={};w={}",
+            self.limit,
+            ceil_secs(self.window).max(1)
+        );
+        let state = format!(
+            "\"{name}\";r={};t={}",
+            self.remaining,
+            ceil_secs(self.reset_after)
+        );
+        for (field, value) in [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)] {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(field.clone(), value);
+            }
+        }
+        if !self.allowed {
+            headers.insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(ceil_secs(self.retry_after)),
+            );
+        }
+    }
+
+    /// The default answer to a denied request: `429 Too Many Requests` with `Retry-After`
+    /// and the RateLimit fields, or `503 Service Unavailable` when the `Closed` failure
+    /// policy refused it.
+    pub fn deny_response(&self, limits: &[Limit]) -> Response {
+        if self.source == Source::FailClosed {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service Unavailable: the rate limiter cannot reach its store\n",
+            )
+                .into_response();
+        }
+        let secs = ceil_secs(self.retry_after);
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("Too Many Requests: retry after {secs} s\n"),
+        )
+            .into_response();
+        self.write_headers(limits, response.headers_mut());
+        response
+    }
+}
+
+/// The response for a denied request, through the limiter's `deny_response` override if
+/// one is set (its own headers win; missing RateLimit fields are added).
+pub(crate) fn denied(flux: &Flux, decision: &Decision, limits: &[Limit]) -> Response {
+    match flux.deny_override() {
+        Some(respond) => {
+            let mut response = respond(decision);
+            let mut fields = HeaderMap::new();
+            decision.write_headers(limits, &mut fields);
+            for (name, value) in fields {
+                if let Some(name) = name.filter(|n| !response.headers().contains_key(n)) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
+            response
+        }
+        None => decision.deny_response(limits),
+    }
+}
+
+/// The client key of `key = "ip"`: the peer address (IPv6 by /64), or, behind trusted
+/// proxies, the address they forwarded. Needs
+/// `into_make_service_with_connect_info::<SocketAddr>()`; without it the request is
+/// answered `500` with an error log that says so, never lumped into a shared bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub Key);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| *addr)
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
+                    .map(|m| m.0)
+            });
+        let Some(peer) = peer else {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                tracing::error!(
+                    target: "flux",
+                    "#[rate_limit(key = \"ip\")] needs the peer address, but the request has none: serve the \
+                     router with `axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())`. \
+                     Requests to ip-keyed handlers are answered 500 until then."
+                );
+            });
+            return Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "rate limiting by client address is misconfigured: the server has no peer address \
+                 (use into_make_service_with_connect_info)\n",
+            )
+                .into_response());
+        };
+        let ip = Flux::global()
+            .trusted_proxies()
+            .client_ip(peer, &parts.headers);
+        Ok(ClientIp(Key::from_ip(ip)))
+    }
+}
+
+/// The request's headers, for `key = "header:NAME"`.
+#[derive(Clone, Debug)]
+pub struct RequestHeaders(pub HeaderMap);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestHeaders {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(RequestHeaders(parts.headers.clone()))
+    }
+}
+
+impl RequestHeaders {
+    /// The key from header `name`; a request without it gets a `400` saying which header
+    /// is missing (it is never lumped with other clients).
+    #[allow(clippy::result_large_err)] // the rejection is the response itself
+    pub fn key(&self, name: &'static str) -> Result<Key, Response> {
+        match self.0.get(name) {
+            Some(value) if !value.as_bytes().is_empty() => Ok(Key::new(value.as_bytes())),
+            _ => {
+                tracing::debug!(target: "flux", header = name, "request without its rate-limit key header");
+                Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("missing required header `{name}` (it identifies the client for rate limiting)\n"),
+                )
+                    .into_response())
+            }
+        }
+    }
+}

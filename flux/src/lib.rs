@@ -1,0 +1,81 @@
+//! # Flux: distributed rate limiting in one line
+//!
+//! ```ignore
+//! #[flux::rate_limit(rate = "100/s", burst = 20, key = "ip")]
+//! async fn search(Query(q): Query<Params>) -> impl IntoResponse { /* ... */ }
+//! ```
+//!
+//! Every instance of the service shares one token bucket per (limit, client) in Redis. Each
+//! check is **one atomic Lua script call** (`lua/gcra.lua`): no read-then-write race, however
+//! many instances and requests. Admitted requests get the handler's response with the
+//! RateLimit header fields; denied ones `429 Too Many Requests` with `Retry-After`.
+//!
+//! ## The algorithm
+//!
+//! A limit is a token bucket of capacity `burst`, refilled continuously at `rate`; a request
+//! takes `cost` tokens and is admitted only if that many are present. Flux stores it as GCRA:
+//! one integer per (limit, client), the *theoretical arrival time* in microseconds of the
+//! Redis server's clock (app servers' clocks never matter), with a time to live equal to the
+//! time until the bucket is full again, so idle clients cost no memory. Worked example, for
+//! `rate = "10/s", burst = 3`: the emission interval is 100 ms; three requests at once are
+//! admitted (remaining 2, 1, 0), a fourth is denied with `retry_after` = 100 ms, and one
+//! more token is earned every 100 ms after that. See the `gcra` module source for the math.
+//!
+//! Several limits checked together (stacked `#[rate_limit]` attributes, or
+//! [`Flux::check_all`]) are decided in one call, all or nothing: if one denies, none is charged.
+//!
+//! ## When Redis is slow or down
+//!
+//! Every Redis call has a deadline (default 50 ms). After 3 consecutive failures a circuit
+//! breaker opens: checks stop calling Redis and the [`FailurePolicy`] answers at once
+//! (`Open` admits, `Closed` refuses with 503, `Local` limits per process); one probe every
+//! 500 ms closes it again when Redis answers. Each change is logged once, not per request.
+//!
+//! ## Without the macro
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use flux::{Flux, Limit, Rate};
+//!
+//! static PER_TENANT: Limit = Limit::new("outbound", Rate::per_second(5));
+//! let flux = Flux::builder().build()?; // or .redis("redis://127.0.0.1/")
+//! let decision = flux.check("tenant-7", &PER_TENANT).await;
+//! if decision.allowed {
+//!     // call the upstream API
+//! } else {
+//!     println!("retry in {:?}", decision.retry_after);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Configuration
+//!
+//! [`Flux::builder`] configures a limiter and [`Builder::install`] makes it the process-wide
+//! one used by `#[rate_limit]`. Without `install`, the first check builds one from the
+//! environment ([`Builder::from_env`]): `FLUX_REDIS_URL` set means Redis; unset means the
+//! in-memory backend, announced by one WARN log, so examples run with no Redis at all.
+
+mod breaker;
+mod gcra;
+mod http;
+mod key;
+mod limit;
+mod limiter;
+mod memory;
+mod proxy;
+mod rate;
+mod redis_backend;
+
+pub use crate::breaker::BreakerConfig;
+pub use crate::http::{ClientIp, RATELIMIT, RATELIMIT_POLICY, RequestHeaders};
+pub use crate::key::{Key, MAX_PLAIN_KEY_LEN, ToKey};
+pub use crate::limit::{Decision, Limit, LimitError, RateLimited, Source};
+pub use crate::limiter::{Builder, DEFAULT_DEADLINE, DenyResponse, Error, FailurePolicy, Flux};
+pub use crate::memory::{Clock, ManualClock, MonotonicClock};
+pub use crate::rate::{Rate, RateError};
+
+pub use flux_macros::rate_limit;
+
+// Not public API: the support code of `#[rate_limit]`'s expansion.
+#[doc(hidden)]
+pub mod __private;

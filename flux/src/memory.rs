@@ -1,0 +1,176 @@
+//! The in-memory backend: the GCRA of `gcra.rs` over a sharded map, for one process.
+//!
+//! Used when no Redis is configured (limits are then per process) and as the `Local`
+//! failure policy's fallback. All limits of one client key live in one shard, so a
+//! multi-limit check takes one lock, like the Redis script takes one slot.
+//!
+//! Memory: an entry is dropped once its bucket is full again (`tat <= now`), which is when
+//! it no longer carries information. Each shard sweeps such entries whenever it has doubled
+//! in size since its last sweep, so the map holds about twice the number of clients that
+//! were active within one bucket window, whatever the number of distinct keys seen.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use crate::Key;
+use crate::gcra::{self, Bucket, Params};
+
+/// A source of time for the in-memory backend, in microseconds on any fixed origin.
+///
+/// Production uses [`MonotonicClock`]; tests drive a [`ManualClock`].
+pub trait Clock: Send + Sync + 'static {
+    /// Microseconds since this clock's origin; must never go backwards.
+    fn now_micros(&self) -> u64;
+}
+
+/// The process' monotonic clock (`std::time::Instant`).
+#[derive(Clone, Copy, Debug)]
+pub struct MonotonicClock {
+    origin: Instant,
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        MonotonicClock {
+            origin: Instant::now(),
+        }
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_micros(&self) -> u64 {
+        // An offset keeps `now` well above zero, like real time, without meaning anything.
+        1_000_000_000 + self.origin.elapsed().as_micros() as u64
+    }
+}
+
+/// A clock that moves only when told to: for tests of time-dependent behaviour.
+///
+/// ```
+/// use flux::{Clock, ManualClock};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new(1_000);
+/// clock.advance(Duration::from_millis(2));
+/// assert_eq!(clock.now_micros(), 3_000);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock {
+    now: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock reading `start_micros`.
+    pub fn new(start_micros: u64) -> ManualClock {
+        ManualClock {
+            now: Arc::new(start_micros.into()),
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: std::time::Duration) {
+        self.now
+            .fetch_add(by.as_micros() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `micros` (it may not go backwards: a smaller value is ignored).
+    pub fn set(&self, micros: u64) {
+        self.now
+            .fetch_max(micros, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_micros(&self) -> u64 {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+const SHARDS: usize = 64;
+const MIN_SWEEP_LEN: usize = 1024;
+
+struct Shard {
+    tats: HashMap<Box<str>, u64>,
+    sweep_at: usize,
+}
+
+/// Per-process token buckets. Cheap to clone (shared state).
+#[derive(Clone)]
+pub(crate) struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    clock: Box<dyn Clock>,
+}
+
+impl MemoryStore {
+    pub(crate) fn new(clock: Box<dyn Clock>) -> MemoryStore {
+        let shards = (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    tats: HashMap::new(),
+                    sweep_at: MIN_SWEEP_LEN,
+                })
+            })
+            .collect();
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards,
+                hasher: RandomState::new(),
+                clock,
+            }),
+        }
+    }
+
+    /// Decides a check now (`at` overrides the clock, for tests).
+    pub(crate) fn check(
+        &self,
+        key: &Key,
+        buckets: &[String],
+        params: &[Params],
+        at: Option<u64>,
+        out: &mut Vec<Bucket>,
+    ) -> bool {
+        let shard = self.inner.hasher.hash_one(key) as usize % SHARDS;
+        let mut shard = self.inner.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = at.unwrap_or_else(|| self.inner.clock.now_micros());
+        let mut tats: Vec<Option<u64>> = buckets
+            .iter()
+            .map(|b| shard.tats.get(b.as_str()).copied())
+            .collect();
+        let allowed = gcra::decide(now, params, &mut tats, out);
+        if allowed {
+            for (bucket, tat) in buckets.iter().zip(&tats) {
+                if let Some(tat) = tat {
+                    match shard.tats.get_mut(bucket.as_str()) {
+                        Some(slot) => *slot = *tat,
+                        None => {
+                            shard.tats.insert(bucket.as_str().into(), *tat);
+                        }
+                    }
+                }
+            }
+            if shard.tats.len() >= shard.sweep_at {
+                shard.tats.retain(|_, tat| *tat > now);
+                shard.sweep_at = (shard.tats.len() * 2).max(MIN_SWEEP_LEN);
+            }
+        }
+        allowed
+    }
+
+    /// Entries held (for memory accounting in tests and benchmarks).
+    pub(crate) fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).tats.len())
+            .sum()
+    }
+}
