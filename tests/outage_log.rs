@@ -1,0 +1,77 @@
+//! An outage is logged once and the recovery once, not once per request. Its own test binary:
+//! tracing caches per-callsite interest process-wide, so a capturing subscriber must not share
+//! the process with tests that log nowhere.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use flux::{FailurePolicy, Flux, Limit, Rate, Source};
+use support::RedisServer;
+
+static LIMIT: Limit = Limit::new("api", Rate::per_minute(3));
+
+/// Captured log output of one limiter's life.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_outage_is_logged_once_not_per_request() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let mut server = RedisServer::start();
+    tracing::subscriber::with_default(subscriber, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let flux = Flux::builder()
+                .redis(server.url())
+                .deadline(Duration::from_millis(50))
+                .breaker(3, Duration::from_millis(200))
+                .failure_policy(FailurePolicy::Open)
+                .build()
+                .expect("valid configuration");
+            assert_eq!(flux.check("l", &LIMIT).await.source, Source::Backend);
+            server.kill();
+            let until = Instant::now() + Duration::from_millis(700);
+            let mut requests = 0;
+            while Instant::now() < until {
+                flux.check("l", &LIMIT).await;
+                requests += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            assert!(requests > 100, "{requests}");
+            server.restart();
+            let restarted = Instant::now();
+            while flux.check("l", &LIMIT).await.source != Source::Backend {
+                assert!(
+                    restarted.elapsed() < Duration::from_secs(5),
+                    "limiting did not resume"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    });
+    let log = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf-8 log");
+    assert_eq!(log.matches("Redis unavailable").count(), 1, "log:\n{log}");
+    assert_eq!(log.matches("reachable again").count(), 1, "log:\n{log}");
+}

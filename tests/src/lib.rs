@@ -1,0 +1,1 @@
+//! Integration tests of Flux live in tests/; see support/.
