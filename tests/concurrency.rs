@@ -20,6 +20,8 @@ async fn hammering_one_key_never_over_admits() {
                 .redis(server.url())
                 .key_prefix("hammer")
                 .deadline(Duration::from_secs(5))
+                // Every check must reach Redis: this is about the script's atomicity.
+                .deny_cache(false)
                 .build()
                 .expect("valid configuration")
         })

@@ -56,6 +56,7 @@
 //! in-memory backend, announced by one WARN log, so examples run with no Redis at all.
 
 mod breaker;
+mod deny_cache;
 mod gcra;
 mod http;
 mod key;

@@ -220,6 +220,9 @@ impl Limit {
 pub enum Source {
     /// The configured backend (Redis, or the in-memory backend when it is the one configured).
     Backend,
+    /// A denial Redis gave moments ago for the same check, remembered by this instance until
+    /// its `retry_after` (the hot-key deny cache): Redis was not asked again.
+    Cached,
     /// Redis was unavailable and the `Local` policy decided with a per-process bucket.
     Local,
     /// Redis was unavailable and the `Open` policy admitted the request unchecked.

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::breaker::{Breaker, BreakerConfig, Pass};
+use crate::deny_cache::DenyCache;
 use crate::gcra::{Bucket, Params};
 use crate::memory::{Clock, MemoryStore, MonotonicClock};
 use crate::proxy::TrustedProxies;
@@ -142,6 +143,7 @@ pub struct Builder {
     proxies: Vec<String>,
     deny: Option<DenyResponse>,
     clock: Option<Box<dyn Clock>>,
+    deny_cache: bool,
     from_env: bool,
 }
 
@@ -160,6 +162,7 @@ impl Default for Builder {
             proxies: Vec::new(),
             deny: None,
             clock: None,
+            deny_cache: true,
             from_env: false,
         }
     }
@@ -176,6 +179,7 @@ impl Builder {
     /// | `FLUX_DEADLINE_MS` | deadline of each Redis call, in ms | `50` |
     /// | `FLUX_FAILURE_POLICY` | `open`, `closed` or `local` | `open` |
     /// | `FLUX_TRUSTED_PROXIES` | comma-separated IPs/CIDRs whose forwarding headers count | none |
+    /// | `FLUX_DENY_CACHE` | `off` disables the per-instance cache of Redis' denials | `on` |
     pub fn from_env() -> Result<Builder, Error> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mut builder = Builder {
@@ -200,6 +204,17 @@ impl Builder {
         }
         if let Some(policy) = var("FLUX_FAILURE_POLICY") {
             builder = builder.failure_policy(policy.parse()?);
+        }
+        if let Some(switch) = var("FLUX_DENY_CACHE") {
+            builder = builder.deny_cache(match switch.trim().to_ascii_lowercase().as_str() {
+                "on" | "true" | "1" => true,
+                "off" | "false" | "0" => false,
+                other => {
+                    return Err(Error::Config(format!(
+                        "FLUX_DENY_CACHE={other:?}: expected \"on\" or \"off\""
+                    )));
+                }
+            });
         }
         if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
             builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
@@ -278,6 +293,14 @@ impl Builder {
         self
     }
 
+    /// Whether this instance remembers Redis' denials until their `retry_after` and answers
+    /// repeats itself (default on). A flooding client then costs Redis about one call per
+    /// retry window per instance; admitted counts are unchanged, since only denials are kept.
+    pub fn deny_cache(mut self, enabled: bool) -> Self {
+        self.deny_cache = enabled;
+        self
+    }
+
     /// The clock of the in-memory backend and of the `Local` fallback (tests drive time with
     /// a [`ManualClock`](crate::ManualClock)). Redis always uses its own clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -314,6 +337,10 @@ impl Builder {
             }
             Target::Cluster(nodes) => Backend::Redis(Box::new(RedisStore::cluster(nodes)?)),
         };
+        let backend_kind = match backend {
+            Backend::Memory => BackendKind::Memory,
+            Backend::Redis(_) => BackendKind::Redis,
+        };
         if self.from_env && matches!(backend, Backend::Memory) {
             tracing::warn!(
                 target: "flux",
@@ -331,6 +358,8 @@ impl Builder {
                 breaker: Breaker::new(self.breaker, self.deadline),
                 proxies,
                 deny: self.deny,
+                deny_cache: (self.deny_cache && !matches!(backend_kind, BackendKind::Memory))
+                    .then(DenyCache::new),
             }),
         })
     }
@@ -354,6 +383,11 @@ enum Backend {
     Redis(Box<RedisStore>),
 }
 
+enum BackendKind {
+    Memory,
+    Redis,
+}
+
 struct Inner {
     backend: Backend,
     /// The in-memory backend's buckets, or the `Local` policy's fallback buckets.
@@ -364,6 +398,7 @@ struct Inner {
     breaker: Breaker,
     proxies: TrustedProxies,
     deny: Option<DenyResponse>,
+    deny_cache: Option<DenyCache>,
 }
 
 /// The configured rate limiter. Cheap to clone: clones share connections and buckets.
@@ -434,6 +469,14 @@ impl Flux {
         let Backend::Redis(redis) = &self.inner.backend else {
             return self.local(&key, limits, &plan, None, Source::Backend);
         };
+        let cache_id = self
+            .inner
+            .deny_cache
+            .as_ref()
+            .map(|cache| (cache, plan.id()));
+        if let Some(denied) = cache_id.as_ref().and_then(|(cache, id)| cache.get(id)) {
+            return denied;
+        }
         let pass = self.inner.breaker.pass();
         if pass != Pass::Skip {
             let mut out = Vec::with_capacity(limits.len());
@@ -441,7 +484,11 @@ impl Flux {
             match tokio::time::timeout(self.inner.deadline, call).await {
                 Ok(Ok(allowed)) => {
                     self.inner.breaker.success();
-                    return summarize(allowed, &out, limits, Source::Backend);
+                    let decision = summarize(allowed, &out, limits, Source::Backend);
+                    if let Some((cache, id)) = cache_id.as_ref().filter(|_| !decision.allowed) {
+                        cache.insert(id, &decision);
+                    }
+                    return decision;
                 }
                 Ok(Err(e)) => self.inner.breaker.failure(pass, policy.as_str(), &e),
                 Err(_) => self.inner.breaker.failure(
@@ -525,6 +572,11 @@ impl Flux {
         self.inner.memory.len()
     }
 
+    /// Denials held by the hot-key deny cache (bounded; 0 when it is off).
+    pub fn cached_denials(&self) -> usize {
+        self.inner.deny_cache.as_ref().map_or(0, DenyCache::len)
+    }
+
     pub(crate) fn trusted_proxies(&self) -> &TrustedProxies {
         &self.inner.proxies
     }
@@ -574,6 +626,21 @@ impl fmt::Debug for Flux {
 struct Plan {
     keys: Vec<String>,
     params: Vec<Params>,
+}
+
+impl Plan {
+    /// What identifies this check for the deny cache: its buckets and what each request
+    /// takes from them (a denial of cost 3 says nothing about cost 1).
+    fn id(&self) -> String {
+        let mut id = String::new();
+        for (key, p) in self.keys.iter().zip(&self.params) {
+            id.push_str(key);
+            id.push('\n');
+            id.push_str(&p.increment.to_string());
+            id.push('\n');
+        }
+        id
+    }
 }
 
 /// One decision from per-bucket outcomes: on denial the bucket with the longest wait, on
