@@ -6,7 +6,7 @@
 //! probe (half-open); its success closes the breaker, its failure keeps it open. Each change
 //! of state is logged once.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const CLOSED: u8 = 0;
@@ -43,28 +43,43 @@ pub(crate) enum Pass {
     Skip,
 }
 
+/// One circuit: closed, open or half-open, with its failure count.
+struct Circuit {
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// When the circuit last opened or its current probe started, in µs since `origin`.
+    since: AtomicU64,
+}
+
+/// The breakers of one limiter: one circuit for a single Redis, one per hash slot for a
+/// Redis Cluster, so that a lost master takes only its own slots to the failure policy.
+/// Logs are per limiter: the first circuit to open says "unavailable", the last to close
+/// says "reachable again".
 pub(crate) struct Breaker {
     config: BreakerConfig,
     /// Longest a probe can take before another may start (the call deadline, with slack).
     probe_timeout: Duration,
-    state: AtomicU8,
-    failures: AtomicU32,
-    /// When the breaker last opened or the current probe started, in µs since `origin`.
-    since: AtomicU64,
+    circuits: Box<[Circuit]>,
+    open: AtomicUsize,
     origin: Instant,
 }
 
 impl Breaker {
-    pub(crate) fn new(config: BreakerConfig, deadline: Duration) -> Breaker {
+    pub(crate) fn new(config: BreakerConfig, deadline: Duration, circuits: usize) -> Breaker {
         Breaker {
             config: BreakerConfig {
                 threshold: config.threshold.max(1),
                 ..config
             },
             probe_timeout: deadline * 2 + Duration::from_millis(100),
-            state: AtomicU8::new(CLOSED),
-            failures: AtomicU32::new(0),
-            since: AtomicU64::new(0),
+            circuits: (0..circuits.max(1))
+                .map(|_| Circuit {
+                    state: AtomicU8::new(CLOSED),
+                    failures: AtomicU32::new(0),
+                    since: AtomicU64::new(0),
+                })
+                .collect(),
+            open: AtomicUsize::new(0),
             origin: Instant::now(),
         }
     }
@@ -73,9 +88,14 @@ impl Breaker {
         self.origin.elapsed().as_micros() as u64
     }
 
-    /// Whether this check may call Redis.
-    pub(crate) fn pass(&self) -> Pass {
-        match self.state.load(Ordering::Acquire) {
+    fn circuit(&self, index: usize) -> &Circuit {
+        &self.circuits[index % self.circuits.len()]
+    }
+
+    /// Whether this check, on circuit `index`, may call Redis.
+    pub(crate) fn pass(&self, index: usize) -> Pass {
+        let c = self.circuit(index);
+        match c.state.load(Ordering::Acquire) {
             CLOSED => Pass::Call,
             state => {
                 let wait = if state == OPEN {
@@ -84,15 +104,14 @@ impl Breaker {
                     // A probe whose caller was cancelled never reports: let another one go.
                     self.probe_timeout
                 };
-                let since = self.since.load(Ordering::Acquire);
+                let since = c.since.load(Ordering::Acquire);
                 let now = self.now();
                 if now.saturating_sub(since) >= wait.as_micros() as u64
-                    && self
-                        .since
+                    && c.since
                         .compare_exchange(since, now, Ordering::AcqRel, Ordering::Acquire)
                         .is_ok()
                 {
-                    self.state.store(HALF_OPEN, Ordering::Release);
+                    c.state.store(HALF_OPEN, Ordering::Release);
                     Pass::Probe
                 } else {
                     Pass::Skip
@@ -101,39 +120,51 @@ impl Breaker {
         }
     }
 
-    /// Reports a successful call.
-    pub(crate) fn success(&self) {
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
+    /// Reports a successful call on circuit `index`.
+    pub(crate) fn success(&self, index: usize) {
+        let c = self.circuit(index);
+        if c.failures.load(Ordering::Relaxed) != 0 {
+            c.failures.store(0, Ordering::Relaxed);
         }
-        if self.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
+        if c.state.load(Ordering::Acquire) != CLOSED
+            && c.state.swap(CLOSED, Ordering::AcqRel) != CLOSED
+            && self.open.fetch_sub(1, Ordering::AcqRel) == 1
+        {
             tracing::info!(target: "flux", "Redis is reachable again: rate limiting through Redis resumes");
         }
     }
 
     /// Reports a failed call; `policy` and `error` are only for the log line.
-    pub(crate) fn failure(&self, pass: Pass, policy: &str, error: &dyn std::fmt::Display) {
-        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+    pub(crate) fn failure(
+        &self,
+        index: usize,
+        pass: Pass,
+        policy: &str,
+        error: &dyn std::fmt::Display,
+    ) {
+        let c = self.circuit(index);
+        let failures = c.failures.fetch_add(1, Ordering::AcqRel) + 1;
         match pass {
             Pass::Probe => {
-                self.since.store(self.now(), Ordering::Release);
-                self.state.store(OPEN, Ordering::Release);
+                c.since.store(self.now(), Ordering::Release);
+                c.state.store(OPEN, Ordering::Release);
                 tracing::debug!(target: "flux", %error, "Redis probe failed; breaker stays open");
             }
             Pass::Call if failures >= self.config.threshold => {
-                if self
-                    .state
+                if c.state
                     .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    self.since.store(self.now(), Ordering::Release);
-                    tracing::warn!(
-                        target: "flux",
-                        %error,
-                        "Redis unavailable after {failures} consecutive failures: the `{policy}` failure \
-                         policy applies until Redis answers again (probing every {:?})",
-                        self.config.probe_interval
-                    );
+                    c.since.store(self.now(), Ordering::Release);
+                    if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
+                        tracing::warn!(
+                            target: "flux",
+                            %error,
+                            "Redis unavailable after {failures} consecutive failures: the `{policy}` failure \
+                             policy applies until Redis answers again (probing every {:?})",
+                            self.config.probe_interval
+                        );
+                    }
                 }
             }
             Pass::Call | Pass::Skip => {
@@ -142,9 +173,9 @@ impl Breaker {
         }
     }
 
-    /// Whether the breaker is currently open (checks skip Redis).
+    /// Whether any circuit is open (some checks skip Redis).
     pub(crate) fn is_open(&self) -> bool {
-        self.state.load(Ordering::Acquire) != CLOSED
+        self.open.load(Ordering::Acquire) != 0
     }
 }
 
@@ -160,22 +191,38 @@ mod tests {
                 probe_interval: Duration::from_millis(20),
             },
             Duration::from_millis(10),
+            1,
         );
-        assert_eq!(breaker.pass(), Pass::Call);
-        breaker.failure(Pass::Call, "open", &"boom");
-        assert_eq!(breaker.pass(), Pass::Call);
-        breaker.failure(Pass::Call, "open", &"boom");
-        assert_eq!(breaker.pass(), Pass::Skip);
+        assert_eq!(breaker.pass(0), Pass::Call);
+        breaker.failure(0, Pass::Call, "open", &"boom");
+        assert_eq!(breaker.pass(0), Pass::Call);
+        breaker.failure(0, Pass::Call, "open", &"boom");
+        assert_eq!(breaker.pass(0), Pass::Skip);
         std::thread::sleep(Duration::from_millis(25));
-        assert_eq!(breaker.pass(), Pass::Probe);
-        assert_eq!(breaker.pass(), Pass::Skip, "one probe at a time");
-        breaker.failure(Pass::Probe, "open", &"still down");
-        assert_eq!(breaker.pass(), Pass::Skip);
+        assert_eq!(breaker.pass(0), Pass::Probe);
+        assert_eq!(breaker.pass(0), Pass::Skip, "one probe at a time");
+        breaker.failure(0, Pass::Probe, "open", &"still down");
+        assert_eq!(breaker.pass(0), Pass::Skip);
         std::thread::sleep(Duration::from_millis(25));
-        assert_eq!(breaker.pass(), Pass::Probe);
-        breaker.success();
-        assert_eq!(breaker.pass(), Pass::Call);
+        assert_eq!(breaker.pass(0), Pass::Probe);
+        breaker.success(0);
+        assert_eq!(breaker.pass(0), Pass::Call);
         assert!(!breaker.is_open());
+    }
+
+    #[test]
+    fn circuits_are_independent() {
+        let breaker = Breaker::new(BreakerConfig::default(), Duration::from_millis(10), 16_384);
+        for _ in 0..3 {
+            breaker.failure(7, Pass::Call, "open", &"node down");
+        }
+        assert_eq!(breaker.pass(7), Pass::Skip);
+        assert_eq!(
+            breaker.pass(8),
+            Pass::Call,
+            "other slots keep calling Redis"
+        );
+        assert!(breaker.is_open());
     }
 
     #[test]
@@ -186,13 +233,14 @@ mod tests {
                 probe_interval: Duration::from_millis(1),
             },
             Duration::from_millis(1),
+            1,
         );
-        breaker.failure(Pass::Call, "open", &"boom");
+        breaker.failure(0, Pass::Call, "open", &"boom");
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(breaker.pass(), Pass::Probe);
+        assert_eq!(breaker.pass(0), Pass::Probe);
         // The probe's caller was cancelled and never reports; after the probe timeout
         // (2 x deadline + 100 ms) another probe goes.
         std::thread::sleep(Duration::from_millis(110));
-        assert_eq!(breaker.pass(), Pass::Probe);
+        assert_eq!(breaker.pass(0), Pass::Probe);
     }
 }

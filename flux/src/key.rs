@@ -88,6 +88,11 @@ impl Key {
         &self.0
     }
 
+    /// The Redis Cluster hash slot of every bucket of this client (CRC16 of the hash tag).
+    pub(crate) fn slot(&self) -> usize {
+        usize::from(crc16_xmodem(self.0.as_bytes())) % SLOTS
+    }
+
     /// The storage key of this client's bucket for the limit `name`.
     pub(crate) fn bucket(&self, prefix: &str, name: &str) -> String {
         let mut key = String::with_capacity(prefix.len() + self.0.len() + name.len() + 4);
@@ -98,6 +103,25 @@ impl Key {
         key.push_str(name);
         key
     }
+}
+
+/// Hash slots of a Redis Cluster.
+pub(crate) const SLOTS: usize = 16_384;
+
+/// CRC-16/XMODEM, the checksum Redis Cluster maps keys to slots with.
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in bytes {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
 }
 
 fn is_plain(raw: &[u8]) -> bool {
@@ -223,6 +247,14 @@ mod tests {
         let digested = Key::new(b"\0");
         assert_eq!(Key::new(digested.as_str()).as_str().len(), 33);
         assert_ne!(Key::new(digested.as_str()), digested);
+    }
+
+    #[test]
+    fn slots_match_redis_cluster() {
+        // Reference values from `CLUSTER KEYSLOT`.
+        assert_eq!(Key::new("somekey").slot(), 11_058);
+        assert_eq!(Key::new("foo").slot(), 12_182);
+        assert_eq!(Key::new("123456789").slot(), 0x31c3 % SLOTS);
     }
 
     #[test]

@@ -337,6 +337,11 @@ impl Builder {
             }
             Target::Cluster(nodes) => Backend::Redis(Box::new(RedisStore::cluster(nodes)?)),
         };
+        // A cluster gets one circuit per hash slot: a lost master fails only its slots.
+        let circuits = match &self.target {
+            Target::Cluster(_) => crate::key::SLOTS,
+            _ => 1,
+        };
         let backend_kind = match backend {
             Backend::Memory => BackendKind::Memory,
             Backend::Redis(_) => BackendKind::Redis,
@@ -355,7 +360,7 @@ impl Builder {
                 prefix: self.prefix,
                 deadline: self.deadline,
                 policy: self.policy,
-                breaker: Breaker::new(self.breaker, self.deadline),
+                breaker: Breaker::new(self.breaker, self.deadline, circuits),
                 proxies,
                 deny: self.deny,
                 deny_cache: (self.deny_cache && !matches!(backend_kind, BackendKind::Memory))
@@ -477,21 +482,26 @@ impl Flux {
         if let Some(denied) = cache_id.as_ref().and_then(|(cache, id)| cache.get(id)) {
             return denied;
         }
-        let pass = self.inner.breaker.pass();
+        let circuit = key.slot();
+        let pass = self.inner.breaker.pass(circuit);
         if pass != Pass::Skip {
             let mut out = Vec::with_capacity(limits.len());
             let call = redis.check(&plan.keys, &plan.params, None, &mut out);
             match tokio::time::timeout(self.inner.deadline, call).await {
                 Ok(Ok(allowed)) => {
-                    self.inner.breaker.success();
+                    self.inner.breaker.success(circuit);
                     let decision = summarize(allowed, &out, limits, Source::Backend);
                     if let Some((cache, id)) = cache_id.as_ref().filter(|_| !decision.allowed) {
                         cache.insert(id, &decision);
                     }
                     return decision;
                 }
-                Ok(Err(e)) => self.inner.breaker.failure(pass, policy.as_str(), &e),
+                Ok(Err(e)) => self
+                    .inner
+                    .breaker
+                    .failure(circuit, pass, policy.as_str(), &e),
                 Err(_) => self.inner.breaker.failure(
+                    circuit,
                     pass,
                     policy.as_str(),
                     &Error::Timeout(self.inner.deadline),
