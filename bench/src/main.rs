@@ -1,0 +1,2 @@
+//! Flux benchmark harness (being written).
+fn main() {}
