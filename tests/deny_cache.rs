@@ -38,11 +38,18 @@ async fn flood(server: &RedisServer, cache: bool, run_for: Duration) -> Flood {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (flux, limit) = (flux.clone(), Arc::clone(&limit));
-            let (checks, admitted, cached) = (Arc::clone(&checks), Arc::clone(&admitted), Arc::clone(&cached));
+            let (checks, admitted, cached) = (
+                Arc::clone(&checks),
+                Arc::clone(&admitted),
+                Arc::clone(&cached),
+            );
             tokio::spawn(async move {
                 while start.elapsed() < run_for {
                     let d = flux.check("attacker", &limit).await;
-                    assert!(matches!(d.source, Source::Backend | Source::Cached), "{d:?}");
+                    assert!(
+                        matches!(d.source, Source::Backend | Source::Cached),
+                        "{d:?}"
+                    );
                     checks.fetch_add(1, Ordering::Relaxed);
                     admitted.fetch_add(u64::from(d.allowed), Ordering::Relaxed);
                     cached.fetch_add(u64::from(d.source == Source::Cached), Ordering::Relaxed);
@@ -84,11 +91,22 @@ async fn a_one_key_flood_costs_a_handful_of_redis_calls_per_window_and_admits_th
         );
         // burst 10 + 10/s over the run (+1 for the edge), and at least 90% of it.
         let bound = 10 + (10.0 * f.elapsed.as_secs_f64()).ceil() as u64;
-        assert!(f.admitted <= bound, "{name}: admitted {} > bound {bound}", f.admitted);
-        assert!(f.admitted * 10 >= bound * 9, "{name}: admitted {} of {bound}", f.admitted);
+        assert!(
+            f.admitted <= bound,
+            "{name}: admitted {} > bound {bound}",
+            f.admitted
+        );
+        assert!(
+            f.admitted * 10 >= bound * 9,
+            "{name}: admitted {} of {bound}",
+            f.admitted
+        );
     }
     assert_eq!(without.cached, 0);
-    assert!(without.redis_calls >= without.checks, "without the cache every check asks Redis");
+    assert!(
+        without.redis_calls >= without.checks,
+        "without the cache every check asks Redis"
+    );
     // One retry window is 100 ms. Per window: the call that is denied, plus the concurrent
     // callers already in flight when the denial lands (16 tasks), plus the admitted one.
     let windows = (with.elapsed.as_millis() / 100) as u64 + 1;
@@ -97,5 +115,8 @@ async fn a_one_key_flood_costs_a_handful_of_redis_calls_per_window_and_admits_th
         "{} Redis calls for {windows} windows",
         with.redis_calls
     );
-    assert!(with.checks > with.redis_calls * 5, "the cache answered most of the flood");
+    assert!(
+        with.checks > with.redis_calls * 5,
+        "the cache answered most of the flood"
+    );
 }

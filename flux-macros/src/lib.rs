@@ -1,9 +1,109 @@
-//! The `#[rate_limit]` attribute. Use it through the `flux` crate.
+//! The `#[rate_limit]` attribute of [Flux](https://docs.rs/flux). Use it through the `flux`
+//! crate (`flux::rate_limit`), which provides everything the expansion refers to.
 
 use proc_macro::TokenStream;
 
-/// Placeholder (being written).
+mod args;
+mod expand;
+
+// The runtime's own rate grammar, compiled here too, so that the attribute accepts exactly
+// what `flux::Rate::from_str` accepts.
+#[path = "../../flux/src/rate.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod rate;
+
+/// Rate-limits an async fn: an axum handler (denied with `429 Too Many Requests`) or, with
+/// `deny = "error"`, any async fn returning `Result` (denied with `Err`).
+///
+/// ```ignore
+/// use flux::rate_limit;
+///
+/// /// 5 requests at once per client address, then 1 per second.
+/// #[rate_limit(rate = "1/s", burst = 5)]
+/// async fn search(Query(q): Query<Params>) -> impl IntoResponse { /* ... */ }
+///
+/// /// 3 reports a minute per user, and 100 an hour per user: one atomic check.
+/// #[rate_limit(rate = "3/min", key = user.id)]
+/// #[rate_limit(rate = "100/hour")]
+/// async fn report(user: User) -> Result<Json<Report>, AppError> { /* ... */ }
+///
+/// /// Outbound calls, 5 per second per tenant; a denial is `Err(PartnerError::from(RateLimited))`.
+/// #[rate_limit(rate = "5/s", key = tenant, deny = "error")]
+/// async fn fetch_invoice(tenant: &str, id: u32) -> Result<Invoice, PartnerError> { /* ... */ }
+/// ```
+///
+/// # Options
+///
+/// | option | value | default |
+/// |---|---|---|
+/// | `rate` | string: `"COUNT/PERIOD"` or `"COUNT per PERIOD"`, as `flux::Rate` parses it (`"100/s"`, `"5/10s"`, `"6000/min"`, `"10 per hour"`) | required |
+/// | `burst` | integer: bucket capacity, requests admitted at once | the rate's count |
+/// | `cost` | integer: tokens each call takes (at most `burst`) | `1` |
+/// | `key` | `"ip"`, `"global"`, `"header:NAME"`, or a Rust expression | `"ip"` (handlers) |
+/// | `name` | string: the bucket's name; limits with equal names share buckets | `module_path!()::fn_name` |
+/// | `on_error` | `"open"`, `"closed"` or `"local"`: `flux::FailurePolicy` when Redis is unavailable | the limiter's policy |
+/// | `deny` | `"response"` or `"error"`: which expansion applies (below) | `"response"` |
+///
+/// The default name does not include a method's type: give `name` to two limited methods
+/// of the same name in one module, or they share their buckets. The last `::` segment of
+/// the name is the policy name clients see in the `RateLimit` header fields.
+///
+/// Every mistake is a compile error on the argument at fault: an invalid rate, `burst = 0`,
+/// `cost = 0`, `cost` above `burst`, a bucket taking more than 10 years to refill
+/// (`burst` x period / count), an unknown or duplicate option, a value of the wrong type.
+///
+/// # Keys
+///
+/// - `key = "ip"`: the client's address (an IPv6 client by its /64), or the address trusted
+///   proxies forwarded. Needs `into_make_service_with_connect_info::<SocketAddr>()`; without
+///   it requests are answered `500` (and an error is logged once).
+/// - `key = "global"`: one bucket shared by every caller.
+/// - `key = "header:x-api-key"`: the value of that request header (name checked and
+///   lowercased at compile time); a request without it is answered `400`.
+/// - `key = user.id`, `key = tenant`, ...: any expression over the fn's arguments whose type
+///   implements `flux::ToKey`. It is evaluated before the body, by reference
+///   (`&(EXPR)`), so the arguments are borrowed, never moved. A string literal is always
+///   read as one of the forms above, never as a constant key.
+///
+/// `"ip"` and `"header:..."` add an extractor (`flux::ClientIp`, `flux::RequestHeaders`)
+/// as the first parameter of the handler (after `self`, if any).
+///
+/// # Which expansion: `deny`
+///
+/// The expansion is chosen by `deny` alone, never guessed from the fn's types.
+///
+/// **`deny = "response"`** (the default): the fn is an axum handler. Its declared return
+/// type `R` (any `IntoResponse`, often `impl IntoResponse`) becomes
+/// `axum::response::Response`; routers never notice. The limit is checked before the body
+/// runs; when admitted, the body runs unchanged (as `async move`, its output still typed
+/// `R` so `?` infers as before) and its response gets the `RateLimit` and
+/// `RateLimit-Policy` header fields; when denied, the body does not run and the answer is
+/// `429 Too Many Requests` with `Retry-After` (or `503` under `on_error = "closed"` when the
+/// store is unavailable, or the limiter's `deny_response`).
+///
+/// **`deny = "error"`**: the fn is a plain async fn returning `Result<T, E>` with
+/// `E: From<flux::RateLimited>`. The signature is unchanged; the check runs first and a
+/// denial returns `Err(E::from(rate_limited))` without running the body. `key` is required
+/// and must be `"global"` or an expression (`"ip"` and `"header:..."` need a request).
+///
+/// # Stacked attributes
+///
+/// Several `#[rate_limit]` (or `#[flux::rate_limit]`) attributes on one fn are one check
+/// of all their limits, atomic: the request is admitted only if every limit admits it, and
+/// a denial charges none of them. The first (outermost) attribute collects the others.
+///
+/// - `rate`, `burst`, `cost` and `name` are per limit. Unnamed limits of a stack are named
+///   `module_path!()::fn_name#1`, `#2`, ... in order, so each has its own bucket; two
+///   explicit equal names in one stack are an error.
+/// - `key`, `on_error` and `deny` are per check: set them on the first attribute. A later
+///   attribute may repeat the first's value exactly (copy-pasted attributes compile) but
+///   may not set a different one, nor one the first attribute leaves at its default.
+/// - Only attributes spelled `rate_limit` or `flux::rate_limit` are collected: one imported
+///   under another name expands as a separate check.
+///
+/// The generated code refers only to `::flux::__private` and `::core`, so the `flux` crate
+/// must be a direct dependency.
 #[proc_macro_attribute]
-pub fn rate_limit(_args: TokenStream, item: TokenStream) -> TokenStream {
-    item
+pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::rate_limit(args.into(), item.into()).into()
 }

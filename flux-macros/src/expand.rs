@@ -1,0 +1,439 @@
+//! Code generation: from a parsed, validated stack of `#[rate_limit]` attributes and the
+//! user's `async fn` to the rewritten fn.
+//!
+//! Generated code names nothing but `::flux::__private::...` and `::core::...`; its locals
+//! are `__flux_*` idents with `Span::mixed_site()` hygiene (but one, see `plain`), so user
+//! code can neither see nor shadow them. The user's attributes, visibility, signature and body are re-emitted
+//! with their own spans.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{
+    AttrStyle, Attribute, FnArg, GenericArgument, Ident, ItemFn, Meta, PathArguments, ReturnType,
+    TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
+};
+
+use crate::args::{self, Deny, Errors, KeySpec, LimitSpec, Stack};
+
+/// The attribute: `args` are the outermost invocation's arguments, `item` the fn (with any
+/// further `#[rate_limit]` attributes still on it).
+pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let first = (Span::call_site(), args::parse(args, &mut errors));
+    let mut func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(func) => func,
+        Err(not_a_fn) => {
+            errors.push_at(
+                not_a_fn.span(),
+                "#[rate_limit] applies to an `async fn` with a body: an axum handler, \
+                 or a plain async fn with `deny = \"error\"`",
+            );
+            return with_errors(item, errors);
+        }
+    };
+
+    let mut rest = Vec::new();
+    let attrs = std::mem::take(&mut func.attrs);
+    for attr in attrs {
+        if is_rate_limit(&attr) {
+            // `[...]`: the whole attribute but `#` (`attr.span()` is only `#` on stable).
+            rest.push((
+                attr.bracket_token.span.join(),
+                args::parse(stacked_args(&attr, &mut errors), &mut errors),
+            ));
+        } else {
+            func.attrs.push(attr);
+        }
+    }
+    if func.sig.asyncness.is_none() {
+        errors.push_at(
+            func.sig.fn_token.span,
+            "#[rate_limit] needs an `async fn`: the check awaits the limiter (add `async`)",
+        );
+    }
+    let stack = args::stack(&first, &rest, &mut errors);
+    if stack.deny == Deny::Error && matches!(func.sig.output, ReturnType::Default) {
+        errors.push_at(
+            stack.deny_span.unwrap_or_else(Span::call_site),
+            "`deny = \"error\"` returns a denial as `Err(From::from(flux::RateLimited))`: \
+             the fn must return a `Result` whose error type implements `From<flux::RateLimited>`",
+        );
+    }
+
+    match errors.finish() {
+        Ok(()) => match stack.deny {
+            Deny::Response => handler(func, &stack),
+            Deny::Error => plain(func, &stack),
+        },
+        // The item without its (already reported) sibling attributes, so that they do not
+        // expand on their own and report the same mistakes again.
+        Err(errors) => {
+            let mut out = func.into_token_stream();
+            out.extend(errors.into_compile_error());
+            out
+        }
+    }
+}
+
+/// The user's item unchanged, followed by the errors (so that one mistake reports once and
+/// the rest of the crate, and the IDE, still see the fn).
+fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
+    let mut out = item;
+    if let Err(errors) = errors.finish() {
+        out.extend(errors.into_compile_error());
+    }
+    out
+}
+
+/// `#[rate_limit(...)]` or `#[flux::rate_limit(...)]` (also `::flux::`).
+fn is_rate_limit(attr: &Attribute) -> bool {
+    let path = attr.path();
+    let mut segments = path.segments.iter().map(|s| &s.ident);
+    match (segments.next(), segments.next(), segments.next()) {
+        (Some(name), None, None) => path.leading_colon.is_none() && name == "rate_limit",
+        (Some(krate), Some(name), None) => krate == "flux" && name == "rate_limit",
+        _ => false,
+    }
+}
+
+/// The argument tokens of a stacked attribute.
+fn stacked_args(attr: &Attribute, errors: &mut Errors) -> TokenStream {
+    match &attr.meta {
+        Meta::List(list) => list.tokens.clone(),
+        // `#[rate_limit]`: reported as a missing `rate`.
+        Meta::Path(_) => TokenStream::new(),
+        Meta::NameValue(nv) => {
+            errors.push_at(
+                nv.eq_token.span,
+                "expected `#[rate_limit(rate = \"...\", ...)]`",
+            );
+            TokenStream::new()
+        }
+    }
+}
+
+// Input:  #[rate_limit(rate = "10/s", burst = 5)] #[rate_limit(rate = "100/h", name = "hourly")]
+//         on `async fn search`
+// Output: static __FLUX_LIMITS: [::flux::__private::Limit; 2] = [
+//             ::flux::__private::Limit::__from_macro(
+//                 ::core::concat!(::core::module_path!(), "::", "search#1"),
+//                 10u32, 1000000u64, 5u32, 1u32),
+//             ::flux::__private::Limit::__from_macro("hourly", 100u32, 3600000000u64, 100u32, 1u32),
+//         ];
+fn limits_static(func: &ItemFn, limits: &[LimitSpec]) -> TokenStream {
+    let fn_name = func.sig.ident.unraw().to_string();
+    let stacked = limits.len() > 1;
+    let items = limits.iter().enumerate().map(|(i, limit)| {
+        let name = match &limit.name {
+            Some(name) => quote!(#name),
+            None => {
+                let tail = if stacked {
+                    format!("{fn_name}#{}", i + 1)
+                } else {
+                    fn_name.clone()
+                };
+                quote!(::core::concat!(::core::module_path!(), "::", #tail))
+            }
+        };
+        let LimitSpec {
+            count,
+            period_us,
+            burst,
+            cost,
+            span,
+            ..
+        } = *limit;
+        quote_spanned! {span=>
+            ::flux::__private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost)
+        }
+    });
+    let len = limits.len();
+    quote! {
+        static __FLUX_LIMITS: [::flux::__private::Limit; #len] = [#(#items),*];
+    }
+}
+
+// Input:  on_error = "closed"           | (absent)
+// Output: ::core::option::Option::Some(::flux::__private::FailurePolicy::Closed)
+//                                        | ::core::option::Option::None
+fn policy(stack: &Stack) -> TokenStream {
+    match stack.on_error {
+        Some(policy) => {
+            let variant = format_ident!("{}", policy.variant());
+            quote!(::core::option::Option::Some(::flux::__private::FailurePolicy::#variant))
+        }
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+/// The fn's outer attributes and its body's inner attributes (`#![...]`), apart.
+fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
+    attrs
+        .iter()
+        .partition(|attr| matches!(attr.style, AttrStyle::Outer))
+}
+
+// Input:
+//     /// Docs.
+//     #[rate_limit(rate = "10/s", key = "ip")]
+//     pub async fn search(Query(q): Query<Params>) -> Result<Json<Hits>, AppError> { BODY }
+// Output:
+//     /// Docs.
+//     pub async fn search(
+//         __flux_ip: ::flux::__private::ClientIp,
+//         Query(q): Query<Params>,
+//     ) -> ::flux::__private::Response {
+//         static __FLUX_LIMITS: [::flux::__private::Limit; 1] = [/* limits_static */];
+//         /* declared_bounds, when the declared type has `impl Trait` */
+//         let __flux_key = ::flux::__private::key_ip(&__flux_ip);
+//         ::flux::__private::http(
+//             &__FLUX_LIMITS,
+//             __flux_key,
+//             ::core::option::Option::None,
+//             ::flux::__private::typed::<Result<Json<Hits>, AppError>, _>(async move { BODY }),
+//         )
+//         .await
+//     }
+// Keys: "ip" injects `__flux_ip: ClientIp`, "header:NAME" injects
+// `__flux_headers: RequestHeaders` (both as the first parameter after any receiver);
+// "global" is `Ok(key_global())`; an expression is `Ok(key_of(&(EXPR)))`, evaluated before
+// the body so that the arguments are only borrowed.
+// `typed::<R, _>` pins the body's output to the declared `R` so that `?` infers; `impl Trait`
+// inside `R` becomes `_`, a bare `impl Trait` is not pinned, no return type pins `()`.
+fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
+    let key_ident = Ident::new("__flux_key", Span::mixed_site());
+    let (param, key): (Option<FnArg>, TokenStream) = match &stack.key {
+        None | Some((_, KeySpec::Ip)) => {
+            let ip = Ident::new("__flux_ip", Span::mixed_site());
+            (
+                Some(parse_quote!(#ip: ::flux::__private::ClientIp)),
+                quote!(::flux::__private::key_ip(&#ip)),
+            )
+        }
+        Some((_, KeySpec::Header(name))) => {
+            let headers = Ident::new("__flux_headers", Span::mixed_site());
+            (
+                Some(parse_quote!(#headers: ::flux::__private::RequestHeaders)),
+                quote!(::flux::__private::key_header(&#headers, #name)),
+            )
+        }
+        Some((_, KeySpec::Global)) => (
+            None,
+            quote!(::core::result::Result::Ok(::flux::__private::key_global())),
+        ),
+        Some((span, KeySpec::Expr(expr))) => (
+            None,
+            quote_spanned! {*span=>
+                ::core::result::Result::Ok(::flux::__private::key_of(&(#expr)))
+            },
+        ),
+    };
+    if let Some(param) = param {
+        let at = usize::from(matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_))));
+        func.sig.inputs.insert(at, param);
+    }
+
+    let block = &func.block;
+    let block_span = block.brace_token.span.join();
+    let mut bounds = TokenStream::new();
+    let (body, ret_span) = match &func.sig.output {
+        ReturnType::Default => (
+            quote_spanned!(block_span=> ::flux::__private::typed::<(), _>(async move #block)),
+            func.sig.paren_token.span.join(),
+        ),
+        ReturnType::Type(_, ty) => {
+            let (pinned, erased) = inferable(ty);
+            bounds = declared_bounds(&erased);
+            match pinned {
+                Some(pinned) => (
+                    quote_spanned!(block_span=> ::flux::__private::typed::<#pinned, _>(async move #block)),
+                    ty.span(),
+                ),
+                None => (quote_spanned!(block_span=> async move #block), ty.span()),
+            }
+        }
+    };
+    let limits = limits_static(&func, &stack.limits);
+    let on_error = policy(stack);
+
+    // Spanned at the declared return type, parentheses included (a call's span runs from
+    // its path to its closing parenthesis): "`X` is not `IntoResponse`" points there.
+    let call = quote_spanned! {ret_span=>
+        ::flux::__private::http(&__FLUX_LIMITS, #key_ident, #on_error, #body).await
+    };
+    let (outer, inner) = split_attrs(&func.attrs);
+    let vis = &func.vis;
+    let mut sig = func.sig.clone();
+    let arrow = match &sig.output {
+        ReturnType::Type(arrow, _) => *arrow,
+        ReturnType::Default => Default::default(),
+    };
+    sig.output = ReturnType::Type(arrow, Box::new(parse_quote!(::flux::__private::Response)));
+    quote! {
+        #(#outer)*
+        #vis #sig {
+            #(#inner)*
+            #limits
+            #bounds
+            let #key_ident = #key;
+            #call
+        }
+    }
+}
+
+// Input:
+//     #[rate_limit(rate = "5/s", key = tenant, deny = "error")]
+//     async fn fetch(tenant: &str) -> Result<String, PartnerError> { STMTS }
+// Output:
+//     async fn fetch(tenant: &str) -> Result<String, PartnerError> {
+//         static __FLUX_LIMITS: [::flux::__private::Limit; 1] = [/* limits_static */];
+//         let __flux_key: ::flux::__private::Key = ::flux::__private::key_of(&(tenant));
+//         if let ::core::result::Result::Err(__flux_err) =
+//             ::flux::__private::plain(&__FLUX_LIMITS, __flux_key, ::core::option::Option::None).await
+//         {
+//             return ::core::result::Result::Err(::core::convert::From::from(__flux_err));
+//         }
+//         STMTS
+//     }
+// The signature is untouched and the statements follow the check in the same block, so
+// `return` and `?` behave as before. Only "global" and expression keys reach here.
+// `__flux_err` is spanned at the return type, where a missing `From<RateLimited>` is
+// reported; its scope is the generated `return` alone.
+fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
+    let key_ident = Ident::new("__flux_key", Span::mixed_site());
+    let key = match &stack.key {
+        Some((span, KeySpec::Expr(expr))) => {
+            quote_spanned!(*span=> ::flux::__private::key_of(&(#expr)))
+        }
+        _ => quote!(::flux::__private::key_global()),
+    };
+    let ret_span = match &func.sig.output {
+        ReturnType::Type(_, ty) => ty.span(),
+        ReturnType::Default => func.sig.ident.span(),
+    };
+    // Spanned at the return type: "`From<RateLimited>` is not implemented" points there
+    // (the argument too: rustc reports an unmet bound of a call at its argument).
+    let err = Ident::new("__flux_err", ret_span);
+    let deny = quote_spanned! {ret_span=>
+        return ::core::result::Result::Err(::core::convert::From::from(#err));
+    };
+    let limits = limits_static(&func, &stack.limits);
+    let on_error = policy(stack);
+    let (outer, inner) = split_attrs(&func.attrs);
+    let vis = &func.vis;
+    let sig = &func.sig;
+    let stmts = &func.block.stmts;
+    quote! {
+        #(#outer)*
+        #vis #sig {
+            #(#inner)*
+            #limits
+            let #key_ident: ::flux::__private::Key = #key;
+            if let ::core::result::Result::Err(#err) =
+                ::flux::__private::plain(&__FLUX_LIMITS, #key_ident, #on_error).await
+            {
+                #deny
+            }
+            #(#stmts)*
+        }
+    }
+}
+
+/// The declared return type with every `impl Trait` in it replaced by `_`, to pin the body's
+/// output type (`typed::<T, _>`), and the `impl Trait` types so erased. The type is `None`
+/// when nothing would be left to pin (it is `impl Trait` itself) or when an `impl` sits
+/// where `_` is not allowed.
+fn inferable(ty: &Type) -> (Option<Type>, Vec<TypeImplTrait>) {
+    let mut erased = Vec::new();
+    if let Type::ImplTrait(it) = ty {
+        erased.push(it.clone());
+        return (None, erased);
+    }
+    let mut ty = ty.clone();
+    let pinned = erase_impl(&mut ty, &mut erased).then_some(ty);
+    (pinned, erased)
+}
+
+fn erase_impl(ty: &mut Type, erased: &mut Vec<TypeImplTrait>) -> bool {
+    match ty {
+        Type::ImplTrait(it) => {
+            erased.push(it.clone());
+            *ty = parse_quote!(_);
+            true
+        }
+        Type::Path(path) => {
+            if let Some(qself) = &mut path.qself
+                && !erase_impl(&mut qself.ty, erased)
+            {
+                return false;
+            }
+            path.path
+                .segments
+                .iter_mut()
+                .all(|segment| match &mut segment.arguments {
+                    PathArguments::None => true,
+                    PathArguments::AngleBracketed(generics) => {
+                        generics.args.iter_mut().all(|arg| match arg {
+                            GenericArgument::Type(ty) => erase_impl(ty, erased),
+                            other => !contains_impl(other.to_token_stream()),
+                        })
+                    }
+                    PathArguments::Parenthesized(args) => !contains_impl(args.to_token_stream()),
+                })
+        }
+        Type::Tuple(tuple) => tuple.elems.iter_mut().all(|ty| erase_impl(ty, erased)),
+        Type::Array(array) => erase_impl(&mut array.elem, erased),
+        Type::Slice(slice) => erase_impl(&mut slice.elem, erased),
+        Type::Reference(reference) => erase_impl(&mut reference.elem, erased),
+        Type::Ptr(ptr) => erase_impl(&mut ptr.elem, erased),
+        Type::Paren(paren) => erase_impl(&mut paren.elem, erased),
+        Type::Group(group) => erase_impl(&mut group.elem, erased),
+        other => !contains_impl(other.to_token_stream()),
+    }
+}
+
+fn contains_impl(tokens: TokenStream) -> bool {
+    tokens.into_iter().any(|tree| match tree {
+        TokenTree::Ident(ident) => ident == "impl",
+        TokenTree::Group(group) => contains_impl(group.stream()),
+        _ => false,
+    })
+}
+
+// Input:  -> Result<impl IntoResponse + Send + 'static, AppError>   (erased by `inferable`)
+// Output: #[allow(dead_code)]
+//         fn __flux_declared_bounds<__FluxR: IntoResponse + Send>() {}
+// The declared `impl Trait` leaves the signature, so its trait paths would no longer be
+// resolved: a misspelt trait would compile and its `use` would warn as unused. This keeps
+// them named. Only bounds that are plain paths (no generic arguments, `Self`, lifetimes or
+// modifiers) are kept: a nested fn cannot see the outer fn's (or impl's) generics.
+fn declared_bounds(erased: &[TypeImplTrait]) -> TokenStream {
+    let plain: Vec<&syn::Path> = erased
+        .iter()
+        .flat_map(|it| &it.bounds)
+        .filter_map(|bound| match bound {
+            TypeParamBound::Trait(TraitBound {
+                paren_token: None,
+                modifier: TraitBoundModifier::None,
+                lifetimes: None,
+                path,
+            }) if path
+                .segments
+                .iter()
+                .all(|s| matches!(s.arguments, PathArguments::None) && s.ident != "Self") =>
+            {
+                Some(path)
+            }
+            _ => None,
+        })
+        .collect();
+    if plain.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        #[allow(dead_code)]
+        fn __flux_declared_bounds<__FluxR: #(#plain)+*>() {}
+    }
+}

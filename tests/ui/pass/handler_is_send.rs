@@ -1,0 +1,48 @@
+//! The expanded handlers are still `Send` futures and valid axum handlers.
+#![deny(warnings)]
+
+use std::future::Future;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use flux::{ClientIp, Key, RequestHeaders, rate_limit};
+
+fn check<T: Future + Send>(_: T) {}
+
+#[rate_limit(rate = "10/s")]
+async fn by_ip(Path(id): Path<u32>) -> String {
+    // Hold something across an await, as real handlers do.
+    tokio::task::yield_now().await;
+    id.to_string()
+}
+
+#[rate_limit(rate = "10/s", key = "header:x-api-key", on_error = "local")]
+async fn by_header() -> impl IntoResponse {
+    "ok"
+}
+
+/// `impl Trait` nested in the declared type: pinned as `Result<_, StatusCode>`, so `?` infers.
+#[rate_limit(rate = "10/s", key = "global")]
+async fn nested_impl(Path(raw): Path<String>) -> Result<impl IntoResponse, StatusCode> {
+    let n: u32 = raw.parse().map_err(|_| StatusCode::BAD_REQUEST)?;
+    Ok(n.to_string())
+}
+
+#[rate_limit(rate = "10/s", key = id)]
+#[rate_limit(rate = "100/min")]
+async fn by_expr(Path(id): Path<u64>) {}
+
+fn main() {
+    check(by_ip(ClientIp(Key::global()), Path(7)));
+    check(by_header(RequestHeaders(Default::default())));
+    check(by_expr(Path(7)));
+    check(nested_impl(Path("7".to_owned())));
+    let _app: Router = Router::new()
+        .route("/ip/{id}", get(by_ip))
+        .route("/header", get(by_header))
+        .route("/expr/{id}", get(by_expr))
+        .route("/nested/{raw}", get(nested_impl));
+}
