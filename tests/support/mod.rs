@@ -29,10 +29,13 @@
 #![allow(dead_code)]
 
 mod cluster;
+mod instance;
 mod server;
 
 #[allow(unused_imports)] // Each test file uses only part of the harness.
 pub(crate) use cluster::RedisCluster;
+#[allow(unused_imports)]
+pub(crate) use instance::{Conn, Instance, Reply, wait_healthy};
 #[allow(unused_imports)]
 pub(crate) use server::{RedisServer, RedisServerBuilder};
 

@@ -1,0 +1,117 @@
+//! The service that the multi-instance, fault and hostile-input suites run as separate
+//! processes: a few `#[rate_limit]` handlers, configured from the environment like any Flux
+//! service (`FLUX_REDIS_URL`, `FLUX_FAILURE_POLICY`, `FLUX_DEADLINE_MS`, `FLUX_TRUSTED_PROXIES`).
+//!
+//! It listens on `FLUX_ADDR` (default `127.0.0.1:0`) and prints `listening on ADDR` once ready.
+//!
+//! `/naive` is the contrast case, NOT how to limit: a read-then-write token counter
+//! (`GET`, then `DECRBY`), the race the Lua script exists to prevent.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use flux::{Flux, rate_limit};
+use redis::AsyncCommands;
+
+/// One hot key: 100/s, burst 50, per `x-client`.
+#[rate_limit(rate = "100/s", burst = 50, key = "header:x-client", name = "one")]
+async fn one() -> &'static str {
+    "ok"
+}
+
+/// Many keys: 5/min, burst 3, per `x-client`.
+#[rate_limit(rate = "5/min", burst = 3, key = "header:x-client", name = "many")]
+async fn many() -> &'static str {
+    "ok"
+}
+
+/// Steady traffic for the fault suites: far above what the load sends, per `x-client`.
+#[rate_limit(
+    rate = "1000/s",
+    burst = 1000,
+    key = "header:x-client",
+    name = "steady"
+)]
+async fn steady() -> &'static str {
+    "ok"
+}
+
+/// Per client address (trusted proxies and IPv6 grouping apply): 1/min, burst 2.
+#[rate_limit(rate = "1/min", burst = 2, key = "ip", name = "ip")]
+async fn by_ip() -> &'static str {
+    "ok"
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// Burst 50 per 10 s fixed window, decided with GET then DECRBY: two requests that read the
+/// same count both pass. Kept only to show what the atomic script prevents.
+async fn naive(
+    State(redis): State<Option<redis::aio::ConnectionManager>>,
+    headers: HeaderMap,
+) -> StatusCode {
+    let Some(mut redis) = redis else {
+        return StatusCode::NOT_IMPLEMENTED;
+    };
+    let client = headers
+        .get("x-client")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("anonymous");
+    let key = format!("naive:{client}");
+    let tokens: Option<i64> = match redis.get(&key).await {
+        Ok(tokens) => tokens,
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let tokens = match tokens {
+        Some(tokens) => tokens,
+        None => {
+            let _: Result<(), _> = redis.set_ex(&key, 50, 10).await;
+            50
+        }
+    };
+    if tokens >= 1 {
+        let _: Result<i64, _> = redis.decr(&key, 1).await;
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let flux = Flux::global();
+    let naive_redis = match std::env::var("FLUX_REDIS_URL") {
+        Ok(url) => Some(redis::Client::open(url)?.get_connection_manager().await?),
+        Err(_) => None,
+    };
+    let app = Router::new()
+        .route("/one", get(one))
+        .route("/many", get(many))
+        .route("/steady", get(steady))
+        .route("/ip", get(by_ip))
+        .route("/health", get(health))
+        .route("/naive", get(naive))
+        .with_state(naive_redis);
+    let addr = std::env::var("FLUX_ADDR").unwrap_or_else(|_| "127.0.0.1:0".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on {}", listener.local_addr()?);
+    eprintln!("backend: {}", flux.describe());
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
+    Ok(())
+}
