@@ -167,10 +167,10 @@ pub(crate) async fn wait_healthy(instances: &[Instance]) {
     let deadline = Instant::now() + Duration::from_secs(20);
     for instance in instances {
         loop {
-            if let Ok(mut conn) = Conn::open(instance.addr()).await {
-                if conn.get("/health", &[]).await.map(|r| r.status).ok() == Some(200) {
-                    break;
-                }
+            if let Ok(mut conn) = Conn::open(instance.addr()).await
+                && conn.get("/health", &[]).await.map(|r| r.status).ok() == Some(200)
+            {
+                break;
             }
             assert!(
                 Instant::now() < deadline,
