@@ -46,6 +46,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 impl RedisStore {
     /// A store for one Redis at `url`; connects lazily, on first use.
     pub(crate) fn single(url: &str) -> Result<RedisStore, Error> {
+        ensure_crypto_provider();
         let display = redact(url);
         let client = redis::Client::open(url)
             .map_err(|e| Error::Config(format!("invalid Redis URL {display}: {e}")))?;
@@ -86,6 +87,7 @@ impl RedisStore {
 
     /// A store for a Redis Cluster reached through any of `urls`; connects on first use.
     pub(crate) fn cluster(urls: &[String]) -> Result<RedisStore, Error> {
+        ensure_crypto_provider();
         let display = format!(
             "cluster [{}]",
             urls.iter()
@@ -158,6 +160,12 @@ impl RedisStore {
         }
         Ok(())
     }
+}
+
+/// `rediss://` needs a process-wide rustls crypto provider; install ring's unless the
+/// application chose one already (then `install_default` fails harmlessly).
+fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn parse_reply(reply: &[i64], n: usize, out: &mut Vec<Bucket>) -> Result<bool, Error> {
