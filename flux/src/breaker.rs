@@ -51,8 +51,8 @@ struct Circuit {
     since: AtomicU64,
 }
 
-/// The breakers of one limiter: one circuit for a single Redis, one per hash slot for a
-/// Redis Cluster, so that a lost master takes only its own slots to the failure policy.
+/// The breakers of one limiter: one circuit for a single Redis, one per master for a Redis
+/// Cluster, so that a lost master takes only its own slots to the failure policy.
 /// Logs are per limiter: the first circuit to open says "unavailable", the last to close
 /// says "reachable again".
 pub(crate) struct Breaker {

@@ -337,9 +337,9 @@ impl Builder {
             }
             Target::Cluster(nodes) => Backend::Redis(Box::new(RedisStore::cluster(nodes)?)),
         };
-        // A cluster gets one circuit per hash slot: a lost master fails only its slots.
+        // A cluster gets one circuit per master: a lost master fails only its own slots.
         let circuits = match &self.target {
-            Target::Cluster(_) => crate::key::SLOTS,
+            Target::Cluster(_) => crate::redis_backend::NODE_CIRCUITS,
             _ => 1,
         };
         let backend_kind = match backend {
@@ -482,7 +482,7 @@ impl Flux {
         if let Some(denied) = cache_id.as_ref().and_then(|(cache, id)| cache.get(id)) {
             return denied;
         }
-        let circuit = key.slot();
+        let circuit = redis.circuit(key.slot());
         let pass = self.inner.breaker.pass(circuit);
         if pass != Pass::Skip {
             let mut out = Vec::with_capacity(limits.len());

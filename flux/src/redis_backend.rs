@@ -1,7 +1,9 @@
 //! The Redis backend: one atomic Lua call per check, on a multiplexed connection.
 
-use std::sync::{LazyLock, OnceLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
@@ -36,7 +38,85 @@ enum Conn {
     Cluster {
         client: Box<ClusterClient>,
         conn: OnceCell<ClusterConnection>,
+        nodes: Arc<NodeMap>,
     },
+}
+
+/// Circuits a cluster's masters map to; more masters than this share circuits.
+pub(crate) const NODE_CIRCUITS: usize = 256;
+
+/// Which master serves each hash slot, as an index per master address: the breaker keeps one
+/// circuit per master, so a lost master opens one circuit for all of its slots at once and
+/// its clients stop waiting for it, while other masters' slots keep calling Redis. Learned
+/// from `CLUSTER SLOTS` after connecting and again (at most once a second) after a failure,
+/// so a failover moves the slots to the promoted replica's circuit.
+struct NodeMap {
+    slots: Box<[AtomicU16]>,
+    addresses: Mutex<HashMap<String, u16>>,
+    /// When the map was last refreshed, in ms since `origin` (0: never).
+    refreshed: AtomicU64,
+    origin: Instant,
+}
+
+impl NodeMap {
+    fn new() -> NodeMap {
+        NodeMap {
+            slots: (0..crate::key::SLOTS).map(|_| AtomicU16::new(0)).collect(),
+            addresses: Mutex::new(HashMap::new()),
+            refreshed: AtomicU64::new(0),
+            origin: Instant::now(),
+        }
+    }
+
+    /// Claims the right to refresh: never refreshed, or the last one over a second ago.
+    fn due(&self) -> bool {
+        let now = self.origin.elapsed().as_millis() as u64 + 1_000;
+        let last = self.refreshed.load(Ordering::Acquire);
+        (last == 0 || now - last >= 1_000)
+            && self
+                .refreshed
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
+
+    fn apply(&self, reply: &redis::Value) {
+        let redis::Value::Array(ranges) = reply else {
+            return;
+        };
+        let mut addresses = self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for range in ranges {
+            let redis::Value::Array(fields) = range else {
+                continue;
+            };
+            let (Some(start), Some(end), Some(redis::Value::Array(master))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                continue;
+            };
+            let (Ok(start), Ok(end)) = (
+                redis::from_redis_value_ref::<usize>(start),
+                redis::from_redis_value_ref::<usize>(end),
+            ) else {
+                continue;
+            };
+            let address = master
+                .iter()
+                .take(2)
+                .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .collect::<Vec<_>>()
+                .join(":");
+            let next = addresses.len();
+            let index = *addresses
+                .entry(address)
+                .or_insert((next % NODE_CIRCUITS) as u16);
+            for slot in self.slots.iter().take(end.saturating_add(1)).skip(start) {
+                slot.store(index, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// How long one attempt to open a connection may take (TLS handshakes included). Checks
@@ -103,6 +183,7 @@ impl RedisStore {
             conn: Conn::Cluster {
                 client: Box::new(client),
                 conn: OnceCell::new(),
+                nodes: Arc::new(NodeMap::new()),
             },
             display,
         })
@@ -133,14 +214,56 @@ impl RedisStore {
                     .invoke_async(&mut self.manager(client, manager)?)
                     .await?
             }
-            Conn::Cluster { client, conn } => {
+            Conn::Cluster {
+                client,
+                conn,
+                nodes,
+                ..
+            } => {
                 let conn = conn
                     .get_or_try_init(|| client.get_async_connection())
                     .await?;
+                if nodes.refreshed.load(Ordering::Relaxed) == 0 {
+                    self.refresh_nodes();
+                }
                 invocation.invoke_async(&mut conn.clone()).await?
             }
         };
         parse_reply(&reply, keys.len(), out)
+    }
+
+    /// The breaker circuit of a client key's hash slot: its master's on a cluster, else 0.
+    pub(crate) fn circuit(&self, slot: usize) -> usize {
+        match &self.conn {
+            Conn::Single { .. } => 0,
+            Conn::Cluster { nodes, .. } => nodes
+                .slots
+                .get(slot)
+                .map_or(0, |n| usize::from(n.load(Ordering::Relaxed))),
+        }
+    }
+
+    /// On a cluster, re-reads which master serves which slot, in the background (at most
+    /// once a second). Called after connecting and after failures.
+    pub(crate) fn refresh_nodes(&self) {
+        let Conn::Cluster { conn, nodes, .. } = &self.conn else {
+            return;
+        };
+        let Some(conn) = conn.get() else {
+            return;
+        };
+        if !nodes.due() {
+            return;
+        }
+        let mut conn = conn.clone();
+        let map = Arc::clone(nodes);
+        tokio::spawn(async move {
+            let cmd = redis::cmd("CLUSTER").arg("SLOTS").clone();
+            let reply = cmd.query_async::<redis::Value>(&mut conn);
+            if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), reply).await {
+                map.apply(&reply);
+            }
+        });
     }
 
     /// Sends `PING`.
@@ -151,7 +274,7 @@ impl RedisStore {
                 cmd.query_async::<String>(&mut self.manager(client, manager)?)
                     .await?;
             }
-            Conn::Cluster { client, conn } => {
+            Conn::Cluster { client, conn, .. } => {
                 let conn = conn
                     .get_or_try_init(|| client.get_async_connection())
                     .await?;
@@ -205,6 +328,36 @@ pub(crate) fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_slots_map_each_slot_to_its_master() {
+        use redis::Value::{Array, BulkString, Int};
+        let master = |port: i64| {
+            Array(vec![
+                BulkString(b"127.0.0.1".to_vec()),
+                Int(port),
+                BulkString(b"id".to_vec()),
+            ])
+        };
+        let reply = Array(vec![
+            Array(vec![Int(0), Int(5460), master(7000), master(7003)]),
+            Array(vec![Int(5461), Int(10922), master(7001)]),
+            Array(vec![Int(10923), Int(16383), master(7002)]),
+        ]);
+        let map = NodeMap::new();
+        map.apply(&reply);
+        let circuit = |slot: usize| map.slots[slot].load(Ordering::Relaxed);
+        assert_eq!(circuit(0), circuit(5460));
+        assert_ne!(circuit(5460), circuit(5461));
+        assert_eq!(circuit(5461), circuit(10922));
+        assert_ne!(circuit(10922), circuit(10923));
+        assert_ne!(circuit(0), circuit(16383));
+        // A failover moves slots to another master: the map follows.
+        map.apply(&Array(vec![Array(vec![Int(0), Int(5460), master(7003)])]));
+        assert_ne!(circuit(0), circuit(5461));
+        assert_ne!(circuit(0), circuit(16383));
+        assert_eq!(map.addresses.lock().map(|a| a.len()).unwrap_or(0), 4);
+    }
 
     #[test]
     fn passwords_never_reach_logs() {
