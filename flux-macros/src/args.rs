@@ -15,9 +15,7 @@ use crate::rate::Rate;
 /// The options `#[rate_limit]` accepts, in the order the docs list them.
 const OPTIONS: [&str; 7] = ["rate", "burst", "key", "cost", "name", "on_error", "deny"];
 
-/// The longest bucket Flux keeps, in microseconds (`flux`'s `MAX_TOLERANCE_US`): burst x
-/// emission interval must not exceed 10 years.
-const MAX_TOLERANCE_US: u64 = 10 * 365 * 86_400 * 1_000_000;
+use crate::rate::MAX_TOLERANCE_US;
 
 /// A parsed option: where it was written (the value, for errors) and what it says.
 type Slot<T> = Option<(Span, T)>;

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use crate::Rate;
 
-/// The longest bucket Flux keeps: `burst` x emission interval may not exceed ~10 years,
-/// so that every quantity stays an exact integer in Redis' Lua (doubles) and in `u64`.
-pub(crate) const MAX_TOLERANCE_US: u64 = 10 * 365 * 86_400 * 1_000_000;
+use crate::rate::MAX_TOLERANCE_US;
 
 /// One rate limit: a name (the bucket's identity), a [`Rate`], a burst capacity and a cost.
 ///

@@ -77,6 +77,11 @@ impl fmt::Display for RateError {
 
 impl std::error::Error for RateError {}
 
+/// The longest bucket Flux keeps: `burst` x emission interval may not exceed ~10 years, so
+/// that every quantity stays an exact integer in Redis' Lua (doubles) and in `u64`. Here, in
+/// the file the macro compiles too, so that both enforce the same bound.
+pub(crate) const MAX_TOLERANCE_US: u64 = 10 * 365 * 86_400 * 1_000_000;
+
 /// The longest period a rate may have: 365 days, in microseconds.
 const MAX_PERIOD_US: u64 = 365 * 86_400 * 1_000_000;
 
