@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use flux::{FailurePolicy, Flux, rate_limit};
 use support::RedisServer;
@@ -79,6 +81,7 @@ where
 struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
+    body: String,
 }
 
 impl Reply {
@@ -111,7 +114,7 @@ async fn get_from(
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read");
     let text = String::from_utf8_lossy(&raw);
-    let (head, _body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -122,7 +125,11 @@ async fn get_from(
         .filter_map(|l| l.split_once(": "))
         .map(|(n, v)| (n.to_owned(), v.to_owned()))
         .collect();
-    Reply { status, headers }
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }
 
 async fn statuses(server: SocketAddr, from: [u8; 4], path: &str, n: usize) -> Vec<u16> {
@@ -142,6 +149,19 @@ async fn handlers_limit_through_redis_and_honour_failure_policies() {
         .deadline(Duration::from_millis(200))
         .breaker(3, Duration::from_millis(200))
         .failure_policy(FailurePolicy::Local)
+        // The application's own denial body; Flux adds Retry-After and the RateLimit fields.
+        .deny_response(|decision| {
+            let status = if decision.source == flux::Source::FailClosed {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::TOO_MANY_REQUESTS
+            };
+            let body = format!(
+                "{{\"error\":\"slow down\",\"retry_ms\":{}}}",
+                decision.retry_after.as_millis()
+            );
+            (status, [("content-type", "application/json")], body).into_response()
+        })
         .install()
         .expect("the first and only install in this process");
     let app = Router::new()
@@ -186,6 +206,15 @@ async fn handlers_limit_through_redis_and_honour_failure_policies() {
         .expect("Retry-After in whole seconds");
     assert!((59..=60).contains(&retry), "one token per 60 s: {retry}");
     assert_eq!(denied.header("ratelimit"), Some("\"http-burst\";r=0;t=180"));
+    // The configured deny response, with Flux's fields added.
+    assert_eq!(denied.header("content-type"), Some("application/json"));
+    assert!(
+        denied
+            .body
+            .starts_with("{\"error\":\"slow down\",\"retry_ms\":"),
+        "{}",
+        denied.body
+    );
     // Another address has its own bucket, and the bucket lives in Redis.
     assert_eq!(statuses(addr, b, "/burst", 4).await, [200, 200, 200, 429]);
     let keys = redis.cli(&["--raw", "KEYS", "http:*:http-burst"]);
@@ -229,6 +258,13 @@ async fn handlers_limit_through_redis_and_honour_failure_policies() {
     let c = [127, 0, 0, 4];
     let started = Instant::now();
     assert_eq!(statuses(addr, c, "/closed", 3).await, [503, 503, 503]);
+    let refused = get_from(addr, c, "/closed", &[]).await;
+    assert_eq!(refused.status, 503);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/json"),
+        "the override answers 503s too"
+    );
     let open_reply = get_from(addr, c, "/open", &[]).await;
     assert_eq!(open_reply.status, 200);
     assert_eq!(
@@ -244,7 +280,7 @@ async fn handlers_limit_through_redis_and_honour_failure_policies() {
     );
     assert!(
         started.elapsed() < Duration::from_secs(3),
-        "{:?} for 11 requests",
+        "{:?} for 12 requests",
         started.elapsed()
     );
     assert!(flux.is_degraded());
