@@ -32,6 +32,14 @@ impl Default for BreakerConfig {
     }
 }
 
+/// What the breaker said about one check, and when the check started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ticket {
+    pub(crate) pass: Pass,
+    /// µs since the breaker's origin.
+    started: u64,
+}
+
 /// What the breaker says about one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pass {
@@ -46,7 +54,10 @@ pub(crate) enum Pass {
 /// One circuit: closed, open or half-open, with its failure count.
 struct Circuit {
     state: AtomicU8,
+    /// Consecutive failures, counting the calls of one incident once (see `failure`).
     failures: AtomicU32,
+    /// When the last counted failure was recorded, in µs since `origin`.
+    last_failure: AtomicU64,
     /// When the circuit last opened or its current probe started, in µs since `origin`.
     since: AtomicU64,
 }
@@ -76,6 +87,7 @@ impl Breaker {
                 .map(|_| Circuit {
                     state: AtomicU8::new(CLOSED),
                     failures: AtomicU32::new(0),
+                    last_failure: AtomicU64::new(0),
                     since: AtomicU64::new(0),
                 })
                 .collect(),
@@ -93,7 +105,15 @@ impl Breaker {
     }
 
     /// Whether this check, on circuit `index`, may call Redis.
-    pub(crate) fn pass(&self, index: usize) -> Pass {
+    pub(crate) fn pass(&self, index: usize) -> Ticket {
+        let started = self.now();
+        Ticket {
+            pass: self.decide(index, started),
+            started,
+        }
+    }
+
+    fn decide(&self, index: usize, now: u64) -> Pass {
         let c = self.circuit(index);
         match c.state.load(Ordering::Acquire) {
             CLOSED => Pass::Call,
@@ -105,7 +125,6 @@ impl Breaker {
                     self.probe_timeout
                 };
                 let since = c.since.load(Ordering::Acquire);
-                let now = self.now();
                 if now.saturating_sub(since) >= wait.as_micros() as u64
                     && c.since
                         .compare_exchange(since, now, Ordering::AcqRel, Ordering::Acquire)
@@ -120,13 +139,14 @@ impl Breaker {
         }
     }
 
-    /// Reports a successful call on circuit `index`.
-    pub(crate) fn success(&self, index: usize) {
+    /// Reports a successful call on circuit `index`. Only a probe closes an open circuit: a
+    /// call that started before the circuit opened says nothing about Redis now.
+    pub(crate) fn success(&self, index: usize, ticket: Ticket) {
         let c = self.circuit(index);
         if c.failures.load(Ordering::Relaxed) != 0 {
             c.failures.store(0, Ordering::Relaxed);
         }
-        if c.state.load(Ordering::Acquire) != CLOSED
+        if ticket.pass == Pass::Probe
             && c.state.swap(CLOSED, Ordering::AcqRel) != CLOSED
             && self.open.fetch_sub(1, Ordering::AcqRel) == 1
         {
@@ -135,41 +155,64 @@ impl Breaker {
     }
 
     /// Reports a failed call; `policy` and `error` are only for the log line.
+    ///
+    /// Calls in flight together fail together (a dropped connection fails every request on
+    /// it): a failure counts only if its call started after the last counted failure, so one
+    /// incident counts once and only failures in a row open the circuit.
     pub(crate) fn failure(
         &self,
         index: usize,
-        pass: Pass,
+        ticket: Ticket,
         policy: &str,
         error: &dyn std::fmt::Display,
     ) {
         let c = self.circuit(index);
+        if ticket.pass == Pass::Probe {
+            c.since.store(self.now(), Ordering::Release);
+            c.state.store(OPEN, Ordering::Release);
+            tracing::debug!(target: "flux", %error, "Redis probe failed; breaker stays open");
+            return;
+        }
+        let last = c.last_failure.load(Ordering::Acquire);
+        if ticket.started < last
+            || c.last_failure
+                .compare_exchange(last, self.now(), Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            tracing::debug!(target: "flux", %error, "Redis call failed (same incident as the last failure)");
+            return;
+        }
         let failures = c.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        match pass {
-            Pass::Probe => {
-                c.since.store(self.now(), Ordering::Release);
-                c.state.store(OPEN, Ordering::Release);
-                tracing::debug!(target: "flux", %error, "Redis probe failed; breaker stays open");
+        if failures < self.config.threshold {
+            tracing::debug!(target: "flux", %error, "Redis call failed ({failures} in a row)");
+            return;
+        }
+        if c.state
+            .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            c.since.store(self.now(), Ordering::Release);
+            if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
+                tracing::warn!(
+                    target: "flux",
+                    %error,
+                    "Redis unavailable after {failures} consecutive failures: the `{policy}` failure \
+                     policy applies until Redis answers again (probing every {:?})",
+                    self.config.probe_interval
+                );
             }
-            Pass::Call if failures >= self.config.threshold => {
-                if c.state
-                    .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    c.since.store(self.now(), Ordering::Release);
-                    if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
-                        tracing::warn!(
-                            target: "flux",
-                            %error,
-                            "Redis unavailable after {failures} consecutive failures: the `{policy}` failure \
-                             policy applies until Redis answers again (probing every {:?})",
-                            self.config.probe_interval
-                        );
-                    }
-                }
-            }
-            Pass::Call | Pass::Skip => {
-                tracing::debug!(target: "flux", %error, "Redis call failed ({failures} in a row)");
-            }
+        }
+    }
+
+    /// Closes circuit `index` because no slot maps to it any more (its master was replaced
+    /// in a failover): nothing would ever probe it again.
+    pub(crate) fn forget(&self, index: usize) {
+        let c = self.circuit(index);
+        c.failures.store(0, Ordering::Relaxed);
+        if c.state.swap(CLOSED, Ordering::AcqRel) != CLOSED
+            && self.open.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            tracing::info!(target: "flux", "Redis Cluster failed over: rate limiting through Redis resumes");
         }
     }
 
@@ -183,64 +226,96 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    fn breaker(threshold: u32, probe_ms: u64, deadline_ms: u64) -> Breaker {
+        Breaker::new(
+            BreakerConfig {
+                threshold,
+                probe_interval: Duration::from_millis(probe_ms),
+            },
+            Duration::from_millis(deadline_ms),
+            1,
+        )
+    }
+
+    /// One call that starts now and fails.
+    fn fail(b: &Breaker, index: usize) {
+        let t = b.pass(index);
+        std::thread::sleep(Duration::from_micros(50));
+        b.failure(index, t, "open", &"boom");
+    }
+
     #[test]
     fn opens_after_threshold_and_probes_once_per_interval() {
-        let breaker = Breaker::new(
-            BreakerConfig {
-                threshold: 2,
-                probe_interval: Duration::from_millis(20),
-            },
-            Duration::from_millis(10),
-            1,
-        );
-        assert_eq!(breaker.pass(0), Pass::Call);
-        breaker.failure(0, Pass::Call, "open", &"boom");
-        assert_eq!(breaker.pass(0), Pass::Call);
-        breaker.failure(0, Pass::Call, "open", &"boom");
-        assert_eq!(breaker.pass(0), Pass::Skip);
+        let b = breaker(2, 20, 10);
+        fail(&b, 0);
+        assert_eq!(b.pass(0).pass, Pass::Call);
+        fail(&b, 0);
+        assert_eq!(b.pass(0).pass, Pass::Skip);
         std::thread::sleep(Duration::from_millis(25));
-        assert_eq!(breaker.pass(0), Pass::Probe);
-        assert_eq!(breaker.pass(0), Pass::Skip, "one probe at a time");
-        breaker.failure(0, Pass::Probe, "open", &"still down");
-        assert_eq!(breaker.pass(0), Pass::Skip);
+        let probe = b.pass(0);
+        assert_eq!(probe.pass, Pass::Probe);
+        assert_eq!(b.pass(0).pass, Pass::Skip, "one probe at a time");
+        b.failure(0, probe, "open", &"still down");
+        assert_eq!(b.pass(0).pass, Pass::Skip);
         std::thread::sleep(Duration::from_millis(25));
-        assert_eq!(breaker.pass(0), Pass::Probe);
-        breaker.success(0);
-        assert_eq!(breaker.pass(0), Pass::Call);
-        assert!(!breaker.is_open());
+        let probe = b.pass(0);
+        assert_eq!(probe.pass, Pass::Probe);
+        b.success(0, probe);
+        assert_eq!(b.pass(0).pass, Pass::Call);
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn calls_failing_together_count_as_one_failure() {
+        // A dropped connection fails every call in flight on it at once.
+        let b = breaker(3, 500, 10);
+        let in_flight: Vec<Ticket> = (0..64).map(|_| b.pass(0)).collect();
+        std::thread::sleep(Duration::from_micros(50));
+        for t in in_flight {
+            b.failure(0, t, "open", &"broken pipe");
+        }
+        assert!(!b.is_open(), "one incident is one failure");
+        fail(&b, 0);
+        fail(&b, 0);
+        assert!(b.is_open(), "three failures in a row open it");
+    }
+
+    #[test]
+    fn only_a_probe_closes_an_open_circuit() {
+        let b = breaker(1, 1_000, 10);
+        let late = b.pass(0);
+        fail(&b, 0);
+        assert!(b.is_open());
+        // A call that started before the circuit opened answers late: stale news.
+        b.success(0, late);
+        assert!(b.is_open());
+        assert_eq!(b.pass(0).pass, Pass::Skip);
     }
 
     #[test]
     fn circuits_are_independent() {
-        let breaker = Breaker::new(BreakerConfig::default(), Duration::from_millis(10), 16_384);
+        let b = Breaker::new(BreakerConfig::default(), Duration::from_millis(10), 256);
         for _ in 0..3 {
-            breaker.failure(7, Pass::Call, "open", &"node down");
+            fail(&b, 7);
         }
-        assert_eq!(breaker.pass(7), Pass::Skip);
+        assert_eq!(b.pass(7).pass, Pass::Skip);
         assert_eq!(
-            breaker.pass(8),
+            b.pass(8).pass,
             Pass::Call,
-            "other slots keep calling Redis"
+            "other masters keep calling Redis"
         );
-        assert!(breaker.is_open());
+        assert!(b.is_open());
     }
 
     #[test]
     fn a_lost_probe_does_not_wedge_the_breaker() {
-        let breaker = Breaker::new(
-            BreakerConfig {
-                threshold: 1,
-                probe_interval: Duration::from_millis(1),
-            },
-            Duration::from_millis(1),
-            1,
-        );
-        breaker.failure(0, Pass::Call, "open", &"boom");
+        let b = breaker(1, 1, 1);
+        fail(&b, 0);
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(breaker.pass(0), Pass::Probe);
+        assert_eq!(b.pass(0).pass, Pass::Probe);
         // The probe's caller was cancelled and never reports; after the probe timeout
         // (2 x deadline + 100 ms) another probe goes.
         std::thread::sleep(Duration::from_millis(110));
-        assert_eq!(breaker.pass(0), Pass::Probe);
+        assert_eq!(b.pass(0).pass, Pass::Probe);
     }
 }

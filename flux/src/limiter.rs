@@ -360,7 +360,7 @@ impl Builder {
                 prefix: self.prefix,
                 deadline: self.deadline,
                 policy: self.policy,
-                breaker: Breaker::new(self.breaker, self.deadline, circuits),
+                breaker: Arc::new(Breaker::new(self.breaker, self.deadline, circuits)),
                 proxies,
                 deny: self.deny,
                 deny_cache: (self.deny_cache && !matches!(backend_kind, BackendKind::Memory))
@@ -400,7 +400,7 @@ struct Inner {
     prefix: String,
     deadline: Duration,
     policy: FailurePolicy,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
     proxies: TrustedProxies,
     deny: Option<DenyResponse>,
     deny_cache: Option<DenyCache>,
@@ -483,29 +483,38 @@ impl Flux {
             return denied;
         }
         let circuit = redis.circuit(key.slot());
-        let pass = self.inner.breaker.pass(circuit);
-        if pass != Pass::Skip {
+        let ticket = self.inner.breaker.pass(circuit);
+        if ticket.pass != Pass::Skip {
             let mut out = Vec::with_capacity(limits.len());
-            let call = redis.check(&plan.keys, &plan.params, None, &mut out);
+            let call = redis.check(
+                &self.inner.breaker,
+                &plan.keys,
+                &plan.params,
+                None,
+                &mut out,
+            );
             match tokio::time::timeout(self.inner.deadline, call).await {
                 Ok(Ok(allowed)) => {
-                    self.inner.breaker.success(circuit);
+                    self.inner.breaker.success(circuit, ticket);
                     let decision = summarize(allowed, &out, limits, Source::Backend);
                     if let Some((cache, id)) = cache_id.as_ref().filter(|_| !decision.allowed) {
                         cache.insert(id, &decision);
                     }
                     return decision;
                 }
-                Ok(Err(e)) => self
-                    .inner
-                    .breaker
-                    .failure(circuit, pass, policy.as_str(), &e),
-                Err(_) => self.inner.breaker.failure(
-                    circuit,
-                    pass,
-                    policy.as_str(),
-                    &Error::Timeout(self.inner.deadline),
-                ),
+                Ok(Err(e)) => {
+                    self.inner
+                        .breaker
+                        .failure(circuit, ticket, policy.as_str(), &e);
+                    redis.refresh_nodes(&self.inner.breaker);
+                }
+                Err(_) => {
+                    let e = Error::Timeout(self.inner.deadline);
+                    self.inner
+                        .breaker
+                        .failure(circuit, ticket, policy.as_str(), &e);
+                    redis.refresh_nodes(&self.inner.breaker);
+                }
             }
         }
         match policy {
@@ -536,7 +545,13 @@ impl Flux {
             Backend::Memory => Ok(self.local(&key, limits, &plan, now_micros, Source::Backend)),
             Backend::Redis(redis) => {
                 let mut out = Vec::with_capacity(limits.len());
-                let call = redis.check(&plan.keys, &plan.params, now_micros, &mut out);
+                let call = redis.check(
+                    &self.inner.breaker,
+                    &plan.keys,
+                    &plan.params,
+                    now_micros,
+                    &mut out,
+                );
                 let allowed = tokio::time::timeout(self.inner.deadline, call)
                     .await
                     .map_err(|_| Error::Timeout(self.inner.deadline))??;

@@ -11,6 +11,7 @@ use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
 use crate::Error;
+use crate::breaker::Breaker;
 use crate::gcra::{Bucket, Params};
 
 /// The token-bucket script, `lua/gcra.lua`: one per process, loaded with `SCRIPT LOAD` on
@@ -79,9 +80,10 @@ impl NodeMap {
                 .is_ok()
     }
 
-    fn apply(&self, reply: &redis::Value) {
+    /// Takes in a `CLUSTER SLOTS` reply; returns the circuits that no slot maps to any more.
+    fn apply(&self, reply: &redis::Value) -> Vec<usize> {
         let redis::Value::Array(ranges) = reply else {
-            return;
+            return Vec::new();
         };
         let mut addresses = self
             .addresses
@@ -116,6 +118,15 @@ impl NodeMap {
                 slot.store(index, Ordering::Relaxed);
             }
         }
+        let mut owning = vec![false; NODE_CIRCUITS];
+        for slot in self.slots.iter() {
+            owning[usize::from(slot.load(Ordering::Relaxed)) % NODE_CIRCUITS] = true;
+        }
+        addresses
+            .values()
+            .map(|&i| usize::from(i))
+            .filter(|&i| !owning[i])
+            .collect()
     }
 }
 
@@ -149,10 +160,13 @@ impl RedisStore {
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            // Flux puts its own deadline on every call; the manager must not add retries
-            // that outlive it by much. Reconnection starts again on the next failed call.
+            // Flux puts its own deadline on every call (checks never wait for a reconnection
+            // longer than that). A lost connection is re-dialled in the background for about
+            // a second (20 ms, 40 ms, ... capped at 250 ms), so that a Redis that comes back
+            // is connected before the breaker's next probe; after that, the next failed call
+            // starts another round.
             .set_response_timeout(None)
-            .set_number_of_retries(2)
+            .set_number_of_retries(6)
             .set_min_delay(Duration::from_millis(20))
             .set_max_delay(Duration::from_millis(250));
         let manager =
@@ -192,6 +206,7 @@ impl RedisStore {
     /// Runs the script: `Ok((allowed, buckets))`, or the Redis error.
     pub(crate) async fn check(
         &self,
+        breaker: &Arc<Breaker>,
         keys: &[String],
         params: &[Params],
         at: Option<u64>,
@@ -224,7 +239,7 @@ impl RedisStore {
                     .get_or_try_init(|| client.get_async_connection())
                     .await?;
                 if nodes.refreshed.load(Ordering::Relaxed) == 0 {
-                    self.refresh_nodes();
+                    self.refresh_nodes(breaker);
                 }
                 invocation.invoke_async(&mut conn.clone()).await?
             }
@@ -245,7 +260,7 @@ impl RedisStore {
 
     /// On a cluster, re-reads which master serves which slot, in the background (at most
     /// once a second). Called after connecting and after failures.
-    pub(crate) fn refresh_nodes(&self) {
+    pub(crate) fn refresh_nodes(&self, breaker: &Arc<Breaker>) {
         let Conn::Cluster { conn, nodes, .. } = &self.conn else {
             return;
         };
@@ -257,11 +272,14 @@ impl RedisStore {
         }
         let mut conn = conn.clone();
         let map = Arc::clone(nodes);
+        let breaker = Arc::clone(breaker);
         tokio::spawn(async move {
             let cmd = redis::cmd("CLUSTER").arg("SLOTS").clone();
             let reply = cmd.query_async::<redis::Value>(&mut conn);
             if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), reply).await {
-                map.apply(&reply);
+                for orphan in map.apply(&reply) {
+                    breaker.forget(orphan);
+                }
             }
         });
     }
@@ -345,7 +363,7 @@ mod tests {
             Array(vec![Int(10923), Int(16383), master(7002)]),
         ]);
         let map = NodeMap::new();
-        map.apply(&reply);
+        assert!(map.apply(&reply).is_empty());
         let circuit = |slot: usize| map.slots[slot].load(Ordering::Relaxed);
         assert_eq!(circuit(0), circuit(5460));
         assert_ne!(circuit(5460), circuit(5461));
@@ -353,7 +371,12 @@ mod tests {
         assert_ne!(circuit(10922), circuit(10923));
         assert_ne!(circuit(0), circuit(16383));
         // A failover moves slots to another master: the map follows.
-        map.apply(&Array(vec![Array(vec![Int(0), Int(5460), master(7003)])]));
+        let orphans = map.apply(&Array(vec![Array(vec![Int(0), Int(5460), master(7003)])]));
+        assert_eq!(
+            orphans.len(),
+            1,
+            "the replaced master's circuit has no slot left"
+        );
         assert_ne!(circuit(0), circuit(5461));
         assert_ne!(circuit(0), circuit(16383));
         assert_eq!(map.addresses.lock().map(|a| a.len()).unwrap_or(0), 4);
