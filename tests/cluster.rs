@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flux::{Builder, FailurePolicy, Flux, Key, Limit, Rate, Source, ToKey};
-use support::RedisCluster;
+use support::{Flood, RedisCluster, assert_cache_effect, flood, flood_limit};
 
 /// A fixed arrival time (µs) for `try_check_at`: the answers do not depend on the clock.
 const T0: u64 = 1_700_000_000_000_000;
@@ -763,116 +763,27 @@ async fn a_lost_master_without_replica_fails_only_its_own_slots() {
     );
 }
 
-struct Flood {
-    checks: u64,
-    admitted: u64,
-    cached: u64,
-    redis_calls: u64,
-    elapsed: Duration,
-}
-
-/// 16 tasks flood one client of `10/s, burst 10` for `run_for`; counts the script calls on
-/// the master that owns it.
-async fn flood(cluster: &RedisCluster, cache: bool, run_for: Duration) -> Flood {
+/// A flood on one client of the cluster, counting the script calls on the master that owns it.
+async fn flood_on(cluster: &RedisCluster, cache: bool, run_for: Duration) -> Flood {
     let prefix = if cache { "with-cache" } else { "without-cache" };
     let flux = on_cluster(cluster, prefix)
         .deny_cache(cache)
         .build()
         .expect("valid configuration");
     let owner = cluster.node(cluster.master_for_key(&bucket(prefix, "attacker", "flood")));
-    let l = Arc::new(Limit::new("flood", Rate::per_second(10)));
     // Connect and load the script before counting.
-    assert!(flux.check("warm-up", &l).await.allowed);
+    assert!(flux.check("warm-up", &flood_limit()).await.allowed);
     owner.reset_stats();
-    let (checks, admitted, cached) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (flux, l) = (flux.clone(), Arc::clone(&l));
-            let (checks, admitted, cached) = (
-                Arc::clone(&checks),
-                Arc::clone(&admitted),
-                Arc::clone(&cached),
-            );
-            tokio::spawn(async move {
-                while start.elapsed() < run_for {
-                    let d = flux.check("attacker", &l).await;
-                    assert!(
-                        matches!(d.source, Source::Backend | Source::Cached),
-                        "{d:?}"
-                    );
-                    checks.fetch_add(1, Ordering::Relaxed);
-                    admitted.fetch_add(u64::from(d.allowed), Ordering::Relaxed);
-                    cached.fetch_add(u64::from(d.source == Source::Cached), Ordering::Relaxed);
-                    if d.source == Source::Cached {
-                        assert!(!d.allowed, "the cache only ever denies");
-                        tokio::task::yield_now().await;
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("flood task");
-    }
-    Flood {
-        checks: checks.load(Ordering::Relaxed),
-        admitted: admitted.load(Ordering::Relaxed),
-        cached: cached.load(Ordering::Relaxed),
-        redis_calls: owner.command_calls("evalsha") + owner.command_calls("eval"),
-        elapsed: start.elapsed(),
-    }
+    let mut f = flood(&flux, "attacker", run_for).await;
+    f.redis_calls = owner.command_calls("evalsha") + owner.command_calls("eval");
+    f
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deny_cache_keeps_a_one_client_flood_off_its_master() {
     let cluster = RedisCluster::start(3, 0);
     let run_for = Duration::from_millis(1_500);
-    let with = flood(&cluster, true, run_for).await;
-    let without = flood(&cluster, false, run_for).await;
-    for (name, f) in [("with cache", &with), ("without cache", &without)] {
-        println!(
-            "cluster flood {name}: {} checks, {} admitted, {} from the cache, {} Redis calls on \
-             the key's master ({:.4} per check) in {:?}",
-            f.checks,
-            f.admitted,
-            f.cached,
-            f.redis_calls,
-            f.redis_calls as f64 / f.checks as f64,
-            f.elapsed
-        );
-        // burst 10 + 10/s over the run (+1 for the edge), and at least 90% of it.
-        let bound = 10 + (10.0 * f.elapsed.as_secs_f64()).ceil() as u64;
-        assert!(
-            f.admitted <= bound,
-            "{name}: admitted {} > {bound}",
-            f.admitted
-        );
-        assert!(
-            f.admitted * 10 >= bound * 9,
-            "{name}: admitted {} of {bound}",
-            f.admitted
-        );
-    }
-    assert_eq!(without.cached, 0);
-    assert!(
-        without.redis_calls >= without.checks,
-        "without the cache every check reaches the master"
-    );
-    // Per 100 ms retry window: the denied call, the callers already in flight when it lands
-    // (16 tasks), and the admitted one.
-    let windows = (with.elapsed.as_millis() / 100) as u64 + 1;
-    assert!(
-        with.redis_calls <= 10 + windows * 18,
-        "{} Redis calls for {windows} windows",
-        with.redis_calls
-    );
-    assert!(
-        with.checks > with.redis_calls * 5,
-        "the cache answered most of the flood"
-    );
+    let with = flood_on(&cluster, true, run_for).await;
+    let without = flood_on(&cluster, false, run_for).await;
+    assert_cache_effect(&with, &without);
 }

@@ -29,11 +29,14 @@
 #![allow(dead_code)]
 
 mod cluster;
+mod flood;
 mod instance;
 mod server;
 
 #[allow(unused_imports)] // Each test file uses only part of the harness.
 pub(crate) use cluster::RedisCluster;
+#[allow(unused_imports)]
+pub(crate) use flood::{Flood, assert_cache_effect, flood, flood_limit};
 #[allow(unused_imports)]
 pub(crate) use instance::{Conn, Instance, Reply, wait_healthy};
 #[allow(unused_imports)]
