@@ -155,6 +155,51 @@ async fn header_key_isolates_clients_and_requires_the_header() {
     assert!(body_text(missing).await.contains("x-api-key"));
 }
 
+/// Names of exactly 32 bytes still travel in the extractor's type; longer ones are read from
+/// a copy of the headers. Both behave the same.
+#[rate_limit(rate = "1/min", key = "header:x-thirty-two-bytes-long-name-012")]
+async fn by_32_byte_header() -> &'static str {
+    "ok"
+}
+
+#[rate_limit(
+    rate = "1/min",
+    key = "header:x-a-header-name-longer-than-thirty-two-bytes"
+)]
+async fn by_long_header() -> &'static str {
+    "ok"
+}
+
+#[tokio::test]
+async fn header_names_of_any_length_key_the_bucket() {
+    setup();
+    assert_eq!("x-thirty-two-bytes-long-name-012".len(), 32);
+    for (path, name) in [
+        ("/32", "x-thirty-two-bytes-long-name-012"),
+        ("/long", "x-a-header-name-longer-than-thirty-two-bytes"),
+    ] {
+        let app = Router::new()
+            .route("/32", get(by_32_byte_header))
+            .route("/long", get(by_long_header));
+        assert_eq!(
+            call(&app, path, A, &[(name, "k1")]).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&app, path, A, &[(name, "k1")]).await.status(),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            call(&app, path, A, &[(name, "k2")]).await.status(),
+            StatusCode::OK,
+            "{name}"
+        );
+        let missing = call(&app, path, A, &[]).await;
+        assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+        assert!(body_text(missing).await.contains(name), "{name}");
+    }
+}
+
 // ---------------------------------------------------------------- key = EXPRESSION
 
 /// The key borrows `tenant`, which the body then moves.

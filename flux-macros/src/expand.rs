@@ -197,7 +197,8 @@ fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 //         .await
 //     }
 // Keys: "ip" injects `__flux_ip: ClientIp`, "header:NAME" injects
-// `__flux_headers: RequestHeaders` (both as the first parameter after any receiver);
+// `__flux_headers: HeaderKey<A, B>` with the name packed into A and B (or, for names over
+// 32 bytes, `RequestHeaders`), both as the first parameter after any receiver;
 // "global" is `Ok(key_global())`; an expression is `Ok(key_of(&(EXPR)))`, evaluated before
 // the body so that the arguments are only borrowed.
 // `typed::<R, _>` pins the body's output to the declared `R` so that `?` infers; `impl Trait`
@@ -209,7 +210,28 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
             let ip = Ident::new("__flux_ip", Span::mixed_site());
             (
                 Some(parse_quote!(#ip: ::flux::__private::ClientIp)),
-                quote!(::flux::__private::key_ip(&#ip)),
+                quote!(::flux::__private::key_ip(#ip)),
+            )
+        }
+        Some((_, KeySpec::Header(name))) if name.len() <= 32 => {
+            // The name travels in the extractor's type, packed into two u128 (little-endian,
+            // zero-padded), so only that header is read: no copy of the request's headers.
+            let headers = Ident::new("__flux_headers", Span::mixed_site());
+            let mut bytes = [0u8; 32];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            let mut halves = [0u128; 2];
+            for (half, chunk) in halves.iter_mut().zip(bytes.chunks_exact(16)) {
+                let mut le = [0u8; 16];
+                le.copy_from_slice(chunk);
+                *half = u128::from_le_bytes(le);
+            }
+            let (a, b) = (
+                proc_macro2::Literal::u128_suffixed(halves[0]),
+                proc_macro2::Literal::u128_suffixed(halves[1]),
+            );
+            (
+                Some(parse_quote!(#headers: ::flux::__private::HeaderKey<#a, #b>)),
+                quote!(::flux::__private::key_header_packed(#headers)),
             )
         }
         Some((_, KeySpec::Header(name))) => {

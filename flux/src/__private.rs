@@ -5,7 +5,7 @@ use std::future::Future;
 
 use axum::response::IntoResponse;
 
-pub use crate::http::{ClientIp, RequestHeaders};
+pub use crate::http::{ClientIp, HeaderKey, RequestHeaders};
 pub use crate::{FailurePolicy, Key, Limit, RateLimited, ToKey};
 pub use axum::response::Response;
 pub use core;
@@ -21,8 +21,15 @@ pub fn key_of<T: ToKey + ?Sized>(value: &T) -> Key {
 }
 
 /// The key of `key = "ip"`.
-pub fn key_ip(ip: &ClientIp) -> Result<Key, Response> {
-    Ok(ip.0.clone())
+pub fn key_ip(ip: ClientIp) -> Result<Key, Response> {
+    Ok(ip.0)
+}
+
+/// The key of `key = "header:NAME"` (names up to 32 bytes).
+pub fn key_header_packed<const A: u128, const B: u128>(
+    header: HeaderKey<A, B>,
+) -> Result<Key, Response> {
+    Ok(header.0)
 }
 
 /// The key of `key = "header:NAME"`.

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ type Shard = Mutex<HashMap<Box<str>, Entry>>;
 
 pub(crate) struct DenyCache {
     shards: Box<[Shard]>,
+    /// Entries held, kept beside the shards so that an empty cache costs one load.
+    len: AtomicUsize,
     hasher: RandomState,
     origin: Instant,
 }
@@ -44,6 +47,7 @@ impl DenyCache {
     pub(crate) fn new() -> DenyCache {
         DenyCache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            len: AtomicUsize::new(0),
             hasher: RandomState::new(),
             origin: Instant::now(),
         }
@@ -67,6 +71,7 @@ impl DenyCache {
         let entry = shard.get(id)?;
         if entry.until <= now {
             shard.remove(id);
+            self.len.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         let elapsed = Duration::from_micros(now - entry.at);
@@ -88,12 +93,14 @@ impl DenyCache {
             .unwrap_or_else(PoisonError::into_inner);
         let now = self.now();
         if shard.len() >= SHARD_CAPACITY && !shard.contains_key(id) {
+            let before = shard.len();
             shard.retain(|_, e| e.until > now);
+            self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
             if shard.len() >= SHARD_CAPACITY {
                 return;
             }
         }
-        shard.insert(
+        let fresh = shard.insert(
             id.into(),
             Entry {
                 until: now + decision.retry_after.as_micros() as u64,
@@ -101,14 +108,19 @@ impl DenyCache {
                 at: now,
             },
         );
+        if fresh.is_none() {
+            self.len.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the cache holds nothing (the common case outside a flood).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Relaxed) == 0
     }
 
     /// Entries held, expired or not.
     pub(crate) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        self.len.load(Ordering::Relaxed)
     }
 }
 
@@ -141,6 +153,7 @@ mod tests {
         assert!(cache.get("b").is_none());
         std::thread::sleep(Duration::from_millis(35));
         assert!(cache.get("a").is_none(), "expired");
+        assert!(cache.is_empty(), "an expired entry read is dropped");
     }
 
     #[test]
@@ -150,6 +163,7 @@ mod tests {
         allowed.allowed = true;
         cache.insert("ok", &allowed);
         assert!(cache.get("ok").is_none());
+        assert!(cache.is_empty());
         for i in 0..CAPACITY * 2 {
             cache.insert(&format!("k{i}"), &denial(60_000));
         }

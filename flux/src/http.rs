@@ -6,6 +6,7 @@
 //! (`q` tokens per `w` seconds) and `RateLimit` its state (`r` remaining, `t` seconds until
 //! it is full). A denial adds `Retry-After` in whole seconds, rounded up.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -25,14 +26,17 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_micros().div_ceil(1_000_000) as u64
 }
 
-/// The policy name shown to clients: the last `::` segment of the limit's name, reduced to
-/// the characters a Structured Field string may hold unescaped.
-fn policy_name(limit: &Limit) -> String {
+/// Writes the policy name shown to clients, quoted: the last `::` segment of the limit's
+/// name, reduced to the characters a Structured Field string may hold unescaped.
+fn push_policy_name(out: &mut String, limit: &Limit) {
     let name = limit.name().rsplit("::").next().unwrap_or_default();
-    name.chars()
-        .filter(|c| (c.is_ascii_graphic() && *c != '"' && *c != '\\') || *c == ' ')
-        .take(64)
-        .collect()
+    out.push('"');
+    out.extend(
+        name.chars()
+            .filter(|c| (c.is_ascii_graphic() && *c != '"' && *c != '\\') || *c == ' ')
+            .take(64),
+    );
+    out.push('"');
 }
 
 impl Decision {
@@ -60,21 +64,29 @@ impl Decision {
         let Some(limit) = limits.get(self.index) else {
             return;
         };
-        let name = policy_name(limit);
-        let policy = format!(
-            "\"{name}\";q={};w={}",
+        // One buffer for both fields: the name, then each field's parameters after it.
+        let mut value = String::with_capacity(96);
+        push_policy_name(&mut value, limit);
+        let name_len = value.len();
+        // Writing to a String cannot fail.
+        let _ = write!(
+            value,
+            ";q={};w={}",
             self.limit,
             ceil_secs(self.window).max(1)
         );
-        let state = format!(
-            "\"{name}\";r={};t={}",
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(RATELIMIT_POLICY.clone(), v);
+        }
+        value.truncate(name_len);
+        let _ = write!(
+            value,
+            ";r={};t={}",
             self.remaining,
             ceil_secs(self.reset_after)
         );
-        for (field, value) in [(&RATELIMIT_POLICY, policy), (&RATELIMIT, state)] {
-            if let Ok(value) = HeaderValue::try_from(value) {
-                headers.insert(field.clone(), value);
-            }
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(RATELIMIT.clone(), v);
         }
         if !self.allowed {
             headers.insert(
@@ -170,7 +182,48 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-/// The request's headers, for `key = "header:NAME"`.
+/// The key of `key = "header:NAME"` for names of up to 32 bytes, read without copying the
+/// request's other headers: the lowercase name is packed, little-endian and zero-padded, into
+/// the two const parameters (a type cannot carry a `&str` on stable Rust). A request without
+/// the header is refused with `400`, never lumped with other clients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderKey<const A: u128, const B: u128>(pub Key);
+
+impl<const A: u128, const B: u128> HeaderKey<A, B> {
+    fn name() -> ([u8; 32], usize) {
+        let mut bytes = [0u8; 32];
+        bytes[..16].copy_from_slice(&A.to_le_bytes());
+        bytes[16..].copy_from_slice(&B.to_le_bytes());
+        let len = bytes.iter().position(|&b| b == 0).unwrap_or(32);
+        (bytes, len)
+    }
+}
+
+impl<S: Send + Sync, const A: u128, const B: u128> FromRequestParts<S> for HeaderKey<A, B> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let (bytes, len) = Self::name();
+        let name = std::str::from_utf8(&bytes[..len]).unwrap_or_default();
+        match parts.headers.get(name) {
+            Some(value) if !value.as_bytes().is_empty() => {
+                Ok(HeaderKey(Key::new(value.as_bytes())))
+            }
+            _ => Err(missing_header(name)),
+        }
+    }
+}
+
+fn missing_header(name: &str) -> Response {
+    tracing::debug!(target: "flux", header = name, "request without its rate-limit key header");
+    (
+        StatusCode::BAD_REQUEST,
+        format!("missing required header `{name}` (it identifies the client for rate limiting)\n"),
+    )
+        .into_response()
+}
+
+/// The request's headers, for `key = "header:NAME"` with names longer than 32 bytes.
 #[derive(Clone, Debug)]
 pub struct RequestHeaders(pub HeaderMap);
 
@@ -189,14 +242,7 @@ impl RequestHeaders {
     pub fn key(&self, name: &'static str) -> Result<Key, Response> {
         match self.0.get(name) {
             Some(value) if !value.as_bytes().is_empty() => Ok(Key::new(value.as_bytes())),
-            _ => {
-                tracing::debug!(target: "flux", header = name, "request without its rate-limit key header");
-                Err((
-                    StatusCode::BAD_REQUEST,
-                    format!("missing required header `{name}` (it identifies the client for rate limiting)\n"),
-                )
-                    .into_response())
-            }
+            _ => Err(missing_header(name)),
         }
     }
 }

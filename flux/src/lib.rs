@@ -68,7 +68,7 @@ mod rate;
 mod redis_backend;
 
 pub use crate::breaker::BreakerConfig;
-pub use crate::http::{ClientIp, RATELIMIT, RATELIMIT_POLICY, RequestHeaders};
+pub use crate::http::{ClientIp, HeaderKey, RATELIMIT, RATELIMIT_POLICY, RequestHeaders};
 pub use crate::key::{Key, MAX_PLAIN_KEY_LEN, ToKey};
 pub use crate::limit::{Decision, Limit, LimitError, RateLimited, Source};
 pub use crate::limiter::{Builder, DEFAULT_DEADLINE, DenyResponse, Error, FailurePolicy, Flux};

@@ -474,16 +474,17 @@ impl Flux {
         let Backend::Redis(redis) = &self.inner.backend else {
             return self.local(&key, limits, &plan, None, Source::Backend);
         };
-        let cache_id = self
-            .inner
-            .deny_cache
-            .as_ref()
-            .map(|cache| (cache, plan.id()));
-        if let Some(denied) = cache_id.as_ref().and_then(|(cache, id)| cache.get(id)) {
-            return denied;
-        }
+        // The breaker first: during an outage a check costs nothing more than this.
         let circuit = redis.circuit(key.slot());
         let ticket = self.inner.breaker.pass(circuit);
+        // A denial Redis gave moments ago stands, during an outage too (a probe still asks
+        // Redis). The check's identity is built only while the cache holds anything.
+        let cache = self.inner.deny_cache.as_ref().filter(|c| !c.is_empty());
+        if ticket.pass != Pass::Probe
+            && let Some(denied) = cache.and_then(|c| c.get(&plan.id()))
+        {
+            return denied;
+        }
         if ticket.pass != Pass::Skip {
             let mut out = Vec::with_capacity(limits.len());
             let call = redis.check(
@@ -497,8 +498,10 @@ impl Flux {
                 Ok(Ok(allowed)) => {
                     self.inner.breaker.success(circuit, ticket);
                     let decision = summarize(allowed, &out, limits, Source::Backend);
-                    if let Some((cache, id)) = cache_id.as_ref().filter(|_| !decision.allowed) {
-                        cache.insert(id, &decision);
+                    if let Some(cache) =
+                        self.inner.deny_cache.as_ref().filter(|_| !decision.allowed)
+                    {
+                        cache.insert(&plan.id(), &decision);
                     }
                     return decision;
                 }
@@ -657,12 +660,11 @@ impl Plan {
     /// What identifies this check for the deny cache: its buckets and what each request
     /// takes from them (a denial of cost 3 says nothing about cost 1).
     fn id(&self) -> String {
-        let mut id = String::new();
+        use std::fmt::Write as _;
+        let mut id = String::with_capacity(self.keys.iter().map(|k| k.len() + 22).sum());
         for (key, p) in self.keys.iter().zip(&self.params) {
-            id.push_str(key);
-            id.push('\n');
-            id.push_str(&p.increment.to_string());
-            id.push('\n');
+            // Writing to a String cannot fail.
+            let _ = write!(id, "{key}\n{}\n", p.increment);
         }
         id
     }

@@ -8,7 +8,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use flux::{ClientIp, Key, RequestHeaders, rate_limit};
+use flux::{ClientIp, HeaderKey, Key, rate_limit};
 
 fn check<T: Future + Send>(_: T) {}
 
@@ -37,7 +37,7 @@ async fn by_expr(Path(id): Path<u64>) {}
 
 fn main() {
     check(by_ip(ClientIp(Key::global()), Path(7)));
-    check(by_header(RequestHeaders(Default::default())));
+    check(by_header(HeaderKey(Key::global())));
     check(by_expr(Path(7)));
     check(nested_impl(Path("7".to_owned())));
     let _app: Router = Router::new()
