@@ -180,6 +180,31 @@ async fn script_flush_is_recovered_transparently() {
     assert_eq!(d.remaining, 98, "the bucket survived the script flush");
     let loaded_after = server.command_calls("script|load") + server.command_calls("script");
     assert!(loaded_after > loaded_before, "the script was loaded again");
+    // Concurrent checks travel pipelined together; after a flush every one of them still
+    // gets Redis' answer. CLIENT PAUSE holds them all until they are queued, so the pipelined
+    // batches meet NOSCRIPT too, not only the first check.
+    let patient = Flux::builder()
+        .redis(server.url())
+        .key_prefix("policy")
+        .deadline(Duration::from_secs(5))
+        .build()
+        .expect("valid configuration");
+    server.flush_scripts();
+    server.cli(&["CLIENT", "PAUSE", "200", "ALL"]);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (flux, limits) = (patient.clone(), limits.clone());
+            tokio::spawn(async move { flux.try_check(format!("f{i}"), &limits).await })
+        })
+        .collect();
+    for task in tasks {
+        let d = task
+            .await
+            .expect("task")
+            .expect("NOSCRIPT recovered in a pipelined batch");
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 99);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,22 +1,23 @@
 //! The Redis backend: one atomic Lua call per check, on a multiplexed connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use crate::Error;
 use crate::breaker::Breaker;
 use crate::gcra::{Bucket, Params};
 
-/// The token-bucket script, `lua/gcra.lua`: one per process, loaded with `SCRIPT LOAD` on
-/// first use by `invoke_async`, which re-loads it by itself after a `NOSCRIPT` reply (a
-/// flushed script cache, a restarted or failed-over Redis).
+/// The token-bucket script, `lua/gcra.lua`, one per process. Checks send `EVALSHA` with its
+/// hash (concurrent ones pipelined together, see `run_batches`); a `NOSCRIPT` reply (a flushed
+/// script cache, a restarted or failed-over Redis) loads it with `SCRIPT LOAD` and runs the
+/// check again, inside the same check.
 ///
 /// KEYS: the bucket keys of one client (one hash tag). ARGV: `now` in µs or `""` (server
 /// `TIME`), then per key: emission interval, tolerance, increment (µs). Returns
@@ -35,6 +36,11 @@ enum Conn {
         client: redis::Client,
         /// Made on first use, inside the runtime (building a `Flux` needs none).
         manager: OnceLock<ConnectionManager>,
+        /// The queue of the batch task that pipelines concurrent checks (see `Job`).
+        batcher: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+        /// Checks in flight: a check that finds none goes straight to the connection (a
+        /// batch would only add a hop); concurrent ones are pipelined by the batch task.
+        inflight: AtomicUsize,
     },
     Cluster {
         client: Box<ClusterClient>,
@@ -145,6 +151,8 @@ impl RedisStore {
             conn: Conn::Single {
                 client,
                 manager: OnceLock::new(),
+                batcher: Mutex::new(None),
+                inflight: AtomicUsize::new(0),
             },
             display,
         })
@@ -212,22 +220,33 @@ impl RedisStore {
         at: Option<u64>,
         out: &mut Vec<Bucket>,
     ) -> Result<bool, Error> {
-        let mut invocation = GCRA_SCRIPT.prepare_invoke();
+        // EVALSHA <sha> <n> KEYS... now (interval tolerance increment)...
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(GCRA_SCRIPT.get_hash()).arg(keys.len());
         for key in keys {
-            invocation.key(key.as_str());
+            cmd.arg(key.as_str());
         }
         match at {
-            Some(now) => invocation.arg(now),
-            None => invocation.arg(""),
+            Some(now) => cmd.arg(now),
+            None => cmd.arg(""),
         };
         for p in params {
-            invocation.arg(p.interval).arg(p.tolerance).arg(p.increment);
+            cmd.arg(p.interval).arg(p.tolerance).arg(p.increment);
         }
         let reply: Vec<i64> = match &self.conn {
-            Conn::Single { client, manager } => {
-                invocation
-                    .invoke_async(&mut self.manager(client, manager)?)
-                    .await?
+            Conn::Single {
+                client,
+                manager,
+                batcher,
+                inflight,
+            } => {
+                let conn = self.manager(client, manager)?;
+                let flight = InFlight::enter(inflight);
+                if flight.alone {
+                    direct(&cmd, conn).await?
+                } else {
+                    batched(cmd, conn, batcher).await?
+                }
             }
             Conn::Cluster {
                 client,
@@ -241,7 +260,26 @@ impl RedisStore {
                 if nodes.refreshed.load(Ordering::Relaxed) == 0 {
                     self.refresh_nodes(breaker);
                 }
-                invocation.invoke_async(&mut conn.clone()).await?
+                // The cluster client routes by the first key and reloads the script on the
+                // node that answered NOSCRIPT.
+                let mut conn = conn.clone();
+                match cmd.query_async::<Vec<i64>>(&mut conn).await {
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        let mut invocation = GCRA_SCRIPT.prepare_invoke();
+                        for key in keys {
+                            invocation.key(key.as_str());
+                        }
+                        invocation.arg(at.map_or_else(String::new, |now| now.to_string()));
+                        for p in params {
+                            invocation.arg(p.interval).arg(p.tolerance).arg(p.increment);
+                        }
+                        invocation.invoke_async(&mut conn).await?
+                    }
+                    other => other?,
+                }
             }
         };
         parse_reply(&reply, keys.len(), out)
@@ -288,7 +326,9 @@ impl RedisStore {
     pub(crate) async fn ping(&self) -> Result<(), Error> {
         let cmd = redis::cmd("PING");
         match &self.conn {
-            Conn::Single { client, manager } => {
+            Conn::Single {
+                client, manager, ..
+            } => {
                 cmd.query_async::<String>(&mut self.manager(client, manager)?)
                     .await?;
             }
@@ -307,6 +347,133 @@ impl RedisStore {
 /// application chose one already (then `install_default` fails harmlessly).
 fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// One check on the connection itself, reloading the script after `NOSCRIPT`.
+async fn direct(cmd: &redis::Cmd, mut conn: ConnectionManager) -> Result<Vec<i64>, Error> {
+    match cmd.query_async::<Vec<i64>>(&mut conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            GCRA_SCRIPT.load_async(&mut conn).await?;
+            Ok(cmd.query_async::<Vec<i64>>(&mut conn).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// One check through the batch task. The task lives on the runtime that first used this
+/// limiter; if that runtime is gone (tests, or an application that restarts its runtime),
+/// another starts on the current one.
+async fn batched(
+    cmd: redis::Cmd,
+    conn: ConnectionManager,
+    batcher: &Mutex<Option<mpsc::UnboundedSender<Job>>>,
+) -> Result<Vec<i64>, Error> {
+    let (reply, answer) = oneshot::channel();
+    let mut job = Job { cmd, reply };
+    for _ in 0..2 {
+        let sender = {
+            let mut slot = batcher.lock().unwrap_or_else(PoisonError::into_inner);
+            match slot.as_ref().filter(|tx| !tx.is_closed()) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(run_batches(rx, conn.clone()));
+                    *slot = Some(tx.clone());
+                    tx
+                }
+            }
+        };
+        match sender.send(job) {
+            Ok(()) => break,
+            Err(mpsc::error::SendError(back)) => job = back,
+        }
+    }
+    answer
+        .await
+        .map_err(|_| Error::Protocol("the batch task ended before answering".to_owned()))?
+}
+
+/// Counts a check in flight for as long as it lives (also when its caller gives up).
+struct InFlight<'a> {
+    counter: &'a AtomicUsize,
+    /// No other check was in flight when this one started.
+    alone: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> InFlight<'a> {
+        let alone = counter.fetch_add(1, Ordering::AcqRel) == 0;
+        InFlight { counter, alone }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One check waiting for the batch task: its `EVALSHA` and where to send Redis' answer.
+struct Job {
+    cmd: redis::Cmd,
+    reply: oneshot::Sender<Result<Vec<i64>, Error>>,
+}
+
+/// Most checks sent in one pipeline.
+const MAX_BATCH: usize = 256;
+
+/// Sends concurrent checks to Redis as pipelines: one write (and one read on Redis' side) for
+/// all the checks queued while the task yielded once, instead of one per check. A pipeline
+/// is in flight on its own task, so the next batch forms while Redis answers this one.
+async fn run_batches(mut jobs: mpsc::UnboundedReceiver<Job>, conn: ConnectionManager) {
+    while let Some(first) = jobs.recv().await {
+        // Let the handlers that are ready now queue their checks too.
+        tokio::task::yield_now().await;
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        tokio::spawn(send_batch(batch, conn.clone()));
+    }
+}
+
+async fn send_batch(batch: Vec<Job>, mut conn: ConnectionManager) {
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let mut replies = Vec::with_capacity(batch.len());
+    for Job { cmd, reply } in batch {
+        pipe.add_command(cmd);
+        replies.push(reply);
+    }
+    let results: Vec<redis::RedisResult<Vec<i64>>> = match pipe.query_async(&mut conn).await {
+        Ok(results) => results,
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(Error::Redis(e.clone())));
+            }
+            return;
+        }
+    };
+    let mut reloaded = false;
+    for ((result, reply), cmd) in results.into_iter().zip(replies).zip(pipe.cmd_iter()) {
+        let answer = match result {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // A flushed script cache (restart, failover, SCRIPT FLUSH): load the script
+                // once for the batch, then run this check again.
+                if !reloaded {
+                    reloaded = GCRA_SCRIPT.load_async(&mut conn).await.is_ok();
+                }
+                cmd.query_async::<Vec<i64>>(&mut conn)
+                    .await
+                    .map_err(Error::Redis)
+            }
+            other => other.map_err(Error::Redis),
+        };
+        let _ = reply.send(answer);
+    }
 }
 
 fn parse_reply(reply: &[i64], n: usize, out: &mut Vec<Bucket>) -> Result<bool, Error> {
