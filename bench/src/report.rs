@@ -95,6 +95,10 @@ impl Target {
     }
 
     pub(crate) fn verdict(&self) -> &'static str {
+        // A debug build (CI's smoke run) says nothing about a target: no verdict.
+        if cfg!(debug_assertions) {
+            return "(debug build)";
+        }
         match self.met() {
             Some(true) => "MET",
             Some(false) => "MISSED",
