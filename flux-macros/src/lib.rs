@@ -65,8 +65,9 @@ mod rate;
 ///   (`&(EXPR)`), so the arguments are borrowed, never moved. A string literal is always
 ///   read as one of the forms above, never as a constant key.
 ///
-/// `"ip"` and `"header:..."` add an extractor (`flux::ClientIp`, `flux::RequestHeaders`)
-/// as the first parameter of the handler (after `self`, if any).
+/// `"ip"` and `"header:..."` add an extractor (`flux::ClientIp`; `flux::HeaderKey`, which
+/// reads only the named header, or `flux::RequestHeaders` for names over 32 bytes) as the
+/// first parameter of the handler (after `self`, if any).
 ///
 /// # Which expansion: `deny`
 ///
