@@ -6,6 +6,20 @@
 //! until then, and a flood from one client reaches Redis about once per retry window per
 //! instance. It only remembers denials, so it never admits anything Redis would not.
 //!
+//! An admission can start a denial too: when Redis admits a check whose deciding bucket then
+//! lacks the tokens for another one, the same check cannot be admitted before they are earned.
+//!
+//! When a remembered denial runs out, the first check to see it asks Redis and the others of
+//! that moment keep the denial until it answers (or the call's deadline passes): right after
+//! `retry_after`, the bucket holds the tokens of one check and less than one emission interval
+//! more, so Redis would admit one of them at most. A flood thus costs Redis about one call per
+//! retry window per instance, whatever the number of connections it comes over. The gate
+//! only holds within one emission interval of the expiry; a client that comes back later
+//! finds no denial at all.
+//!
+//! Times are taken when the call to Redis was sent, which is before Redis read its clock, so a
+//! remembered denial never outlives Redis' own.
+//!
 //! Memory is bounded: each shard holds at most `SHARD_CAPACITY` entries; when a full shard
 //! has no expired entry to drop, the new denial is simply not remembered (the next check asks
 //! Redis, as without a cache).
@@ -33,27 +47,37 @@ pub(crate) struct DenyCache {
     len: AtomicUsize,
     hasher: RandomState,
     origin: Instant,
+    /// Longest the others wait for the check refreshing an expired denial (µs).
+    refresh_timeout: u64,
 }
 
 struct Entry {
     /// Until when (µs since `origin`) the denial holds.
     until: u64,
-    /// The denial as Redis stated it, and when (µs since `origin`).
+    /// The denial, and when (µs since `origin`) the call that produced it was sent.
     decision: Decision,
     at: u64,
+    /// The deciding limit's emission interval (µs): how long after `until` the refresh gate
+    /// holds.
+    interval: u64,
+    /// When a check started refreshing this expired denial.
+    refresh: Option<u64>,
 }
 
 impl DenyCache {
-    pub(crate) fn new() -> DenyCache {
+    /// A cache whose refreshing checks give up after `deadline` (the Redis call deadline).
+    pub(crate) fn new(deadline: Duration) -> DenyCache {
         DenyCache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             len: AtomicUsize::new(0),
             hasher: RandomState::new(),
             origin: Instant::now(),
+            refresh_timeout: deadline.as_micros() as u64 + 10_000,
         }
     }
 
-    fn now(&self) -> u64 {
+    /// Now, on this cache's clock: take it before sending the call whose answer is stored.
+    pub(crate) fn now(&self) -> u64 {
         self.origin.elapsed().as_micros() as u64
     }
 
@@ -61,29 +85,74 @@ impl DenyCache {
         &self.shards[self.hasher.hash_one(id) as usize % SHARDS]
     }
 
-    /// The remembered denial for check `id`, with its times brought up to now.
+    /// The remembered denial for check `id`, with its times brought up to now; `None`: ask
+    /// Redis (no denial, or this check refreshes an expired one).
     pub(crate) fn get(&self, id: &str) -> Option<Decision> {
         let mut shard = self
             .shard(id)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let now = self.now();
-        let entry = shard.get(id)?;
-        if entry.until <= now {
-            shard.remove(id);
-            self.len.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        let elapsed = Duration::from_micros(now - entry.at);
-        let mut decision = entry.decision.clone();
-        decision.retry_after = decision.retry_after.saturating_sub(elapsed);
-        decision.reset_after = decision.reset_after.saturating_sub(elapsed);
+        let entry = shard.get_mut(id)?;
+        let mut decision = if entry.until > now {
+            let mut decision = entry.decision.clone();
+            let elapsed = Duration::from_micros(now.saturating_sub(entry.at));
+            decision.retry_after = Duration::from_micros(entry.until - now);
+            decision.reset_after = decision.reset_after.saturating_sub(elapsed);
+            decision
+        } else {
+            let late = now - entry.until;
+            match entry.refresh {
+                // Within one interval of the expiry: one check asks Redis...
+                None if late < entry.interval => {
+                    entry.refresh = Some(now);
+                    return None;
+                }
+                // ... and the others keep the denial until it has Redis' answer.
+                Some(started) if late < entry.interval && now - started < self.refresh_timeout => {
+                    let mut decision = entry.decision.clone();
+                    decision.retry_after =
+                        Duration::from_micros((entry.interval - late).max(1_000));
+                    decision.reset_after = Duration::ZERO;
+                    decision
+                }
+                _ => {
+                    shard.remove(id);
+                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    return None;
+                }
+            }
+        };
         decision.source = crate::Source::Cached;
         Some(decision)
     }
 
-    /// Remembers Redis' denial of check `id`.
-    pub(crate) fn insert(&self, id: &str, decision: &Decision) {
+    /// Learns from Redis' answer to check `id`, sent at `sent` (see `now`): a denial is
+    /// remembered until its `retry_after`; an admission after which the deciding bucket needs
+    /// `wait` µs to hold the check's tokens again is remembered as a denial for that long, and
+    /// one that leaves them forgets any denial of the check.
+    pub(crate) fn learn(&self, id: &str, decision: &Decision, sent: u64, interval: u64, wait: u64) {
+        if decision.allowed && wait == 0 {
+            let mut shard = self
+                .shard(id)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if shard.remove(id).is_some() {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        let mut denial = decision.clone();
+        if denial.allowed {
+            denial.allowed = false;
+            denial.remaining = 0;
+            denial.retry_after = Duration::from_micros(wait);
+        }
+        self.insert(id, &denial, sent, interval);
+    }
+
+    /// Remembers Redis' denial of check `id`, given by a call sent at `sent`.
+    fn insert(&self, id: &str, decision: &Decision, sent: u64, interval: u64) {
         if decision.allowed || decision.retry_after.is_zero() {
             return;
         }
@@ -103,9 +172,11 @@ impl DenyCache {
         let fresh = shard.insert(
             id.into(),
             Entry {
-                until: now + decision.retry_after.as_micros() as u64,
+                until: sent + decision.retry_after.as_micros() as u64,
                 decision: decision.clone(),
-                at: now,
+                at: sent,
+                interval,
+                refresh: None,
             },
         );
         if fresh.is_none() {
@@ -142,10 +213,12 @@ mod tests {
         }
     }
 
+    const MS: u64 = 1_000;
+
     #[test]
     fn remembers_a_denial_until_its_retry_after() {
-        let cache = DenyCache::new();
-        cache.insert("a", &denial(30));
+        let cache = DenyCache::new(Duration::from_millis(50));
+        cache.learn("a", &denial(30), cache.now(), 0, 0);
         let hit = cache.get("a").expect("cached");
         assert!(!hit.allowed);
         assert_eq!(hit.source, Source::Cached);
@@ -157,15 +230,58 @@ mod tests {
     }
 
     #[test]
-    fn never_remembers_admissions_and_stays_bounded() {
-        let cache = DenyCache::new();
-        let mut allowed = denial(10);
-        allowed.allowed = true;
-        cache.insert("ok", &allowed);
-        assert!(cache.get("ok").is_none());
+    fn after_expiry_one_check_refreshes_while_the_others_wait() {
+        let cache = DenyCache::new(Duration::from_millis(50));
+        // Retry after 10 ms, one token per 100 ms.
+        cache.learn("a", &denial(10), cache.now(), 100 * MS, 0);
+        std::thread::sleep(Duration::from_millis(15));
+        assert!(
+            cache.get("a").is_none(),
+            "the first check after expiry asks Redis"
+        );
+        let held = cache
+            .get("a")
+            .expect("the others keep the denial meanwhile");
+        assert!(!held.allowed);
+        // Redis admitted the refresher and its bucket needs 100 ms for the next token.
+        let mut admitted = denial(0);
+        admitted.allowed = true;
+        cache.learn("a", &admitted, cache.now(), 100 * MS, 100 * MS);
+        let derived = cache
+            .get("a")
+            .expect("an admission that empties the bucket is a denial");
+        assert!(derived.retry_after > Duration::from_millis(90));
+        // An admission that leaves tokens forgets the denial.
+        cache.learn("a", &admitted, cache.now(), 100 * MS, 0);
+        assert!(cache.get("a").is_none());
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_gate_lets_a_late_client_through() {
+        let cache = DenyCache::new(Duration::from_millis(50));
+        // Retry after 5 ms, one token per 5 ms: 20 ms later the bucket holds several checks.
+        cache.learn("a", &denial(5), cache.now(), 5 * MS, 0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(cache.get("a").is_none());
+        assert!(
+            cache.get("a").is_none(),
+            "beyond one interval after expiry nobody is held"
+        );
+        // A refresher that never reports holds the others for the deadline at most.
+        cache.learn("b", &denial(5), cache.now(), 10_000 * MS, 0);
+        std::thread::sleep(Duration::from_millis(6));
+        assert!(cache.get("b").is_none());
+        assert!(cache.get("b").is_some());
+        std::thread::sleep(Duration::from_millis(65));
+        assert!(cache.get("b").is_none(), "the lost refresher is replaced");
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let cache = DenyCache::new(Duration::from_millis(50));
         for i in 0..CAPACITY * 2 {
-            cache.insert(&format!("k{i}"), &denial(60_000));
+            cache.learn(&format!("k{i}"), &denial(60_000), cache.now(), MS, 0);
         }
         assert!(cache.len() <= CAPACITY, "{}", cache.len());
     }

@@ -295,7 +295,8 @@ impl Builder {
 
     /// Whether this instance remembers Redis' denials until their `retry_after` and answers
     /// repeats itself (default on). A flooding client then costs Redis about one call per
-    /// retry window per instance; admitted counts are unchanged, since only denials are kept.
+    /// retry window per instance, however many connections it floods over; admitted counts
+    /// are unchanged, since only what Redis would deny is answered locally.
     pub fn deny_cache(mut self, enabled: bool) -> Self {
         self.deny_cache = enabled;
         self
@@ -364,7 +365,7 @@ impl Builder {
                 proxies,
                 deny: self.deny,
                 deny_cache: (self.deny_cache && !matches!(backend_kind, BackendKind::Memory))
-                    .then(DenyCache::new),
+                    .then(|| DenyCache::new(self.deadline)),
             }),
         })
     }
@@ -486,6 +487,7 @@ impl Flux {
             return denied;
         }
         if ticket.pass != Pass::Skip {
+            let sent = self.inner.deny_cache.as_ref().map_or(0, DenyCache::now);
             let mut out = Vec::with_capacity(limits.len());
             let call = redis.check(
                 &self.inner.breaker,
@@ -498,10 +500,14 @@ impl Flux {
                 Ok(Ok(allowed)) => {
                     self.inner.breaker.success(circuit, ticket);
                     let decision = summarize(allowed, &out, limits, Source::Backend);
-                    if let Some(cache) =
-                        self.inner.deny_cache.as_ref().filter(|_| !decision.allowed)
-                    {
-                        cache.insert(&plan.id(), &decision);
+                    if let Some(cache) = &self.inner.deny_cache {
+                        // What the deciding bucket needs before this check fits again.
+                        let p = plan.params[decision.index];
+                        let wait = out[decision.index].reset_after + p.increment;
+                        let wait = wait.saturating_sub(p.tolerance);
+                        if !decision.allowed || wait > 0 || !cache.is_empty() {
+                            cache.learn(&plan.id(), &decision, sent, p.interval, wait);
+                        }
                     }
                     return decision;
                 }
