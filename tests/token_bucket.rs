@@ -270,3 +270,24 @@ async fn rates_and_limits_reject_bad_input_as_errors() {
             .contains("http://nope")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_list_of_limits_admits_without_asking() {
+    let server = RedisServer::start();
+    let flux = redis_flux(&server, "empty");
+    assert!(flux.check_all("k", &[]).await.allowed);
+    assert!(
+        flux.try_check("k", &[])
+            .await
+            .expect("no call to make")
+            .allowed
+    );
+    assert!(
+        Flux::builder()
+            .build()
+            .expect("valid")
+            .check_all("k", &[])
+            .await
+            .allowed
+    );
+}

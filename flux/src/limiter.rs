@@ -469,6 +469,10 @@ impl Flux {
         limits: &[Limit],
         policy: Option<FailurePolicy>,
     ) -> Decision {
+        if limits.is_empty() {
+            // Nothing to enforce.
+            return Decision::unchecked(true, Source::Backend);
+        }
         let key = key.to_key();
         let plan = self.plan(&key, limits);
         let policy = policy.unwrap_or(self.inner.policy);
@@ -548,6 +552,9 @@ impl Flux {
         limits: &[Limit],
         now_micros: Option<u64>,
     ) -> Result<Decision, Error> {
+        if limits.is_empty() {
+            return Ok(Decision::unchecked(true, Source::Backend));
+        }
         let key = key.to_key();
         let plan = self.plan(&key, limits);
         match &self.inner.backend {
