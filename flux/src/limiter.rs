@@ -68,8 +68,6 @@ pub enum Error {
     Redis(redis::RedisError),
     /// Redis did not answer within the deadline.
     Timeout(Duration),
-    /// The circuit breaker is open: Redis was not asked.
-    Unavailable,
     /// Redis answered something the script never returns.
     Protocol(String),
     /// [`Builder::install`] was called when a limiter was already installed (or in use).
@@ -82,7 +80,6 @@ impl fmt::Display for Error {
             Error::Config(msg) => write!(f, "flux configuration: {msg}"),
             Error::Redis(e) => write!(f, "Redis: {e}"),
             Error::Timeout(d) => write!(f, "Redis did not answer within the {d:?} deadline"),
-            Error::Unavailable => f.write_str("Redis unavailable (circuit breaker open)"),
             Error::Protocol(msg) => write!(f, "unexpected reply from Redis: {msg}"),
             Error::AlreadyInstalled => f.write_str(
                 "a global Flux limiter is already installed (install() runs once, before the first check)",

@@ -260,26 +260,9 @@ impl RedisStore {
                 if nodes.refreshed.load(Ordering::Relaxed) == 0 {
                     self.refresh_nodes(breaker);
                 }
-                // The cluster client routes by the first key and reloads the script on the
-                // node that answered NOSCRIPT.
-                let mut conn = conn.clone();
-                match cmd.query_async::<Vec<i64>>(&mut conn).await {
-                    Err(e)
-                        if e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        let mut invocation = GCRA_SCRIPT.prepare_invoke();
-                        for key in keys {
-                            invocation.key(key.as_str());
-                        }
-                        invocation.arg(at.map_or_else(String::new, |now| now.to_string()));
-                        for p in params {
-                            invocation.arg(p.interval).arg(p.tolerance).arg(p.increment);
-                        }
-                        invocation.invoke_async(&mut conn).await?
-                    }
-                    other => other?,
-                }
+                // The cluster client routes by the first key; `SCRIPT LOAD` goes to every
+                // master, so a node that never saw the script recovers too.
+                direct(&cmd, conn.clone()).await?
             }
         };
         parse_reply(&reply, keys.len(), out)
@@ -350,7 +333,10 @@ fn ensure_crypto_provider() {
 }
 
 /// One check on the connection itself, reloading the script after `NOSCRIPT`.
-async fn direct(cmd: &redis::Cmd, mut conn: ConnectionManager) -> Result<Vec<i64>, Error> {
+async fn direct<C: redis::aio::ConnectionLike>(
+    cmd: &redis::Cmd,
+    mut conn: C,
+) -> Result<Vec<i64>, Error> {
     match cmd.query_async::<Vec<i64>>(&mut conn).await {
         Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
             GCRA_SCRIPT.load_async(&mut conn).await?;
