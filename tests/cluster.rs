@@ -77,8 +77,8 @@ fn serve_partial_coverage(cluster: &RedisCluster) {
 /// Limits stacked on one handler: 10/s with burst 5, and 100/min with burst 8.
 fn stacked() -> [Limit; 2] {
     [
-        limit("per-second", Rate::per_second(10), 5),
-        limit("per-minute", Rate::per_minute(100), 8),
+        limit("per-second", Rate::per_second::<10>(), 5),
+        limit("per-minute", Rate::per_minute::<100>(), 8),
     ]
 }
 
@@ -264,8 +264,8 @@ async fn hostile_keys_keep_both_limits_in_one_slot_and_their_own_buckets() {
         b"tenant:7 a b".to_vec(),
     ];
     let limits = [
-        limit("h-min", Rate::per_minute(10), 3),
-        limit("h-hour", Rate::per_hour(100), 5),
+        limit("h-min", Rate::per_minute::<10>(), 3),
+        limit("h-hour", Rate::per_hour::<100>(), 5),
     ];
     // One client after another: had two of them shared a bucket, the later one would find
     // it drained.
@@ -345,7 +345,7 @@ async fn flushed_scripts_are_reloaded_on_every_master() {
         .to_owned();
     let keys = keys_per_master(&cluster, prefix, "s", 4);
     let all: Vec<String> = keys.values().flatten().cloned().collect();
-    let l = [limit("api", Rate::per_minute(10), 10)];
+    let l = [limit("api", Rate::per_minute::<10>(), 10)];
     for key in &all {
         let d = flux
             .try_check_at(key.as_str(), &l, Some(T0))
@@ -451,7 +451,7 @@ async fn buckets_survive_slot_migration_and_moved_keys_keep_their_state() {
     let flux = on_cluster(&cluster, prefix)
         .build()
         .expect("valid configuration");
-    let l = [limit("api", Rate::per_minute(10), 10)];
+    let l = [limit("api", Rate::per_minute::<10>(), 10)];
     let check = |key: &str| {
         let (flux, l, key) = (flux.clone(), l.clone(), key.to_owned());
         async move {
@@ -553,7 +553,7 @@ async fn failover_to_a_replica_degrades_only_that_masters_slots_then_resumes() {
         .deny_cache(false)
         .build()
         .expect("valid configuration");
-    let l = [limit("api", Rate::per_hour(5), 5)];
+    let l = [limit("api", Rate::per_hour::<5>(), 5)];
     let victim = "victim";
     let dead = cluster.master_for_key(&bucket(prefix, victim, "api"));
     let others: Vec<String> = keys_per_master(&cluster, prefix, "other", 2)
@@ -660,7 +660,7 @@ async fn a_lost_master_without_replica_fails_only_its_own_slots() {
         .deny_cache(false)
         .build()
         .expect("valid configuration");
-    let l = [limit("api", Rate::per_hour(60), 3)];
+    let l = [limit("api", Rate::per_hour::<60>(), 3)];
     let mut keys = keys_per_master(&cluster, prefix, "k", 7);
     // Every master answers once before the fault (connections made, script loaded).
     for mine in keys.values_mut() {

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +29,9 @@ async fn hammering_one_key_never_over_admits() {
         .collect();
     let burst = 50u64;
     let rate_per_s = 200u64;
-    let limit = Limit::new("hot", Rate::per_second(rate_per_s as u32))
+    let rate = Rate::new(NonZeroU32::new(rate_per_s as u32).expect("nonzero"), Duration::from_secs(1))
+        .expect("valid rate");
+    let limit = Limit::new("hot", rate)
         .with_burst(burst as u32)
         .expect("valid burst");
     let limit = Arc::new(limit);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use flux::{FailurePolicy, Flux, Limit, Rate, Source};
 use support::RedisServer;
 
-static LIMIT: Limit = Limit::new("api", Rate::per_minute(3));
+static LIMIT: Limit = Limit::new("api", Rate::per_minute::<3>());
 
 const DEADLINE: Duration = Duration::from_millis(50);
 /// Scheduling slack on a loaded 2-core machine: a fault must cost about the deadline, never
@@ -167,7 +167,7 @@ async fn paused_redis_costs_one_deadline_then_microseconds() {
 async fn script_flush_is_recovered_transparently() {
     let server = RedisServer::start();
     let flux = flux(&server, FailurePolicy::Closed);
-    let limits = [Limit::new("flush", Rate::per_minute(100))];
+    let limits = [Limit::new("flush", Rate::per_minute::<100>())];
     assert!(flux.try_check("f", &limits).await.expect("redis").allowed);
     let loaded_before = server.command_calls("script|load") + server.command_calls("script");
     server.flush_scripts();

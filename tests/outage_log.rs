@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use flux::{FailurePolicy, Flux, Limit, Rate, Source};
 use support::RedisServer;
 
-static LIMIT: Limit = Limit::new("api", Rate::per_minute(3));
+static LIMIT: Limit = Limit::new("api", Rate::per_minute::<3>());
 
 /// Captured log output of one limiter's life.
 #[derive(Clone, Default)]

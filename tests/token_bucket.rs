@@ -40,7 +40,7 @@ async fn burst_is_admitted_then_denied_with_exact_retry_after() {
             .expect("redis answers");
         assert!(d.allowed);
         assert_eq!(d.remaining, expected_remaining);
-        assert_eq!(d.limit, 3);
+        assert_eq!(d.capacity, 3);
         assert_eq!(d.source, Source::Backend);
     }
     let d = flux

@@ -14,7 +14,7 @@ use crate::stats::{Cpu, Hist, Summary, children_cpu, self_cpu};
 /// The limit of the decision benchmarks: 1,000,000/s with a burst of as many, so nothing is
 /// denied and every check is a full admission (GET + SET in the script).
 pub(crate) static DECISION_LIMIT: Limit =
-    Limit::new("bench::decisions", Rate::per_second(1_000_000));
+    Limit::new("bench::decisions", Rate::per_second::<1_000_000>());
 
 /// The GCRA arguments of [`DECISION_LIMIT`] as the script takes them (µs): emission
 /// interval, tolerance, increment.

@@ -14,7 +14,7 @@ use crate::stats::rss_bytes;
 
 /// A long-window limit, so no bucket expires while the keys are counted: one token per 6
 /// minutes (the bucket's time to live after one request is 6 minutes).
-pub(crate) static MEMORY_LIMIT: Limit = Limit::new("app::api::search", Rate::per_hour(10));
+pub(crate) static MEMORY_LIMIT: Limit = Limit::new("app::api::search", Rate::per_hour::<10>());
 
 /// Client key `i` as an IPv4 address, the most common key (`key = "ip"`).
 pub(crate) fn ip_key(i: usize) -> Key {

@@ -13,7 +13,7 @@ use http::HeaderMap;
 
 /// The limit of the in-memory decision and header rendering workloads: fast enough that
 /// nothing is denied, so the admitted path is measured.
-pub static MICRO_LIMIT: Limit = Limit::new("bench::micro::search", Rate::per_second(1_000_000));
+pub static MICRO_LIMIT: Limit = Limit::new("bench::micro::search", Rate::per_second::<1_000_000>());
 
 /// Rate strings of the parsing workload, in the forms users write.
 pub const RATE_TEXTS: [&str; 4] = ["100/s", "5/10s", "6000 per minute", "10000/day"];

@@ -6,11 +6,9 @@ use proc_macro::TokenStream;
 mod args;
 mod expand;
 
-// The runtime's own rate grammar, compiled here too, so that the attribute accepts exactly
-// what `flux::Rate::from_str` accepts.
-#[path = "../../flux/src/rate.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod rate;
+// The runtime's own rate grammar and limit bounds, so that the attribute accepts exactly
+// what `flux::Rate::from_str` and `flux::Limit` accept.
+use flux_core as rate;
 
 /// Rate-limits an async fn: an axum handler (denied with `429 Too Many Requests`) or, with
 /// `deny = "error"`, any async fn returning `Result` (denied with `Err`).

@@ -203,7 +203,7 @@ mod tests {
     fn denial(retry_ms: u64) -> Decision {
         Decision {
             allowed: false,
-            limit: 5,
+            capacity: 5,
             remaining: 0,
             retry_after: Duration::from_millis(retry_ms),
             reset_after: Duration::from_millis(retry_ms * 5),

@@ -49,7 +49,7 @@ impl Decision {
     /// use flux::{Flux, Limit, Rate};
     /// use http::HeaderMap;
     ///
-    /// static API: Limit = Limit::new("api", Rate::per_second(10));
+    /// static API: Limit = Limit::new("api", Rate::per_second::<10>());
     /// let decision = Flux::builder().build()?.check("k", &API).await;
     /// let mut headers = HeaderMap::new();
     /// decision.write_headers(std::slice::from_ref(&API), &mut headers);
@@ -72,7 +72,7 @@ impl Decision {
         let _ = write!(
             value,
             ";q={};w={}",
-            self.limit,
+            self.capacity,
             ceil_secs(self.window).max(1)
         );
         if let Ok(v) = HeaderValue::from_str(&value) {

@@ -37,7 +37,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use flux::{Flux, Limit, Rate};
 //!
-//! static PER_TENANT: Limit = Limit::new("outbound", Rate::per_second(5));
+//! static PER_TENANT: Limit = Limit::new("outbound", Rate::per_second::<5>());
 //! let flux = Flux::builder().build()?; // or .redis("redis://127.0.0.1/")
 //! let decision = flux.check("tenant-7", &PER_TENANT).await;
 //! if decision.allowed {
@@ -59,21 +59,22 @@ mod breaker;
 mod deny_cache;
 mod gcra;
 mod http;
+mod decision;
 mod key;
 mod limit;
 mod limiter;
 mod memory;
 mod proxy;
-mod rate;
 mod redis_backend;
 
 pub use crate::breaker::BreakerConfig;
 pub use crate::http::{ClientIp, HeaderKey, RATELIMIT, RATELIMIT_POLICY, RequestHeaders};
 pub use crate::key::{Key, MAX_PLAIN_KEY_LEN, ToKey};
-pub use crate::limit::{Decision, Limit, LimitError, RateLimited, Source};
+pub use crate::decision::{Decision, RateLimited, Source};
+pub use crate::limit::Limit;
 pub use crate::limiter::{Builder, DEFAULT_DEADLINE, DenyResponse, Error, FailurePolicy, Flux};
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
-pub use crate::rate::{Rate, RateError};
+pub use flux_core::{LimitError, Rate, RateError};
 
 pub use flux_macros::rate_limit;
 

@@ -1,13 +1,12 @@
-//! `Limit` (what to enforce), `Decision` (what was decided) and `RateLimited` (a denial as an error).
+//! `Limit`: what to enforce, and the GCRA parameters it gives.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use crate::Rate;
+use flux_core::check_limit;
 
-use crate::rate::MAX_TOLERANCE_US;
+use crate::{LimitError, Rate};
 
 /// One rate limit: a name (the bucket's identity), a [`Rate`], a burst capacity and a cost.
 ///
@@ -18,7 +17,7 @@ use crate::rate::MAX_TOLERANCE_US;
 /// ```
 /// use flux::{Limit, Rate};
 ///
-/// const SEARCH: Limit = Limit::new("search", Rate::per_second(100));
+/// const SEARCH: Limit = Limit::new("search", Rate::per_second::<100>());
 /// let search = SEARCH.with_burst(20)?.with_cost(2)?;
 /// assert_eq!(search.burst(), 20);
 /// assert_eq!(search.cost(), 2);
@@ -30,88 +29,6 @@ pub struct Limit {
     rate: Rate,
     burst: NonZeroU32,
     cost: NonZeroU32,
-}
-
-/// Why a [`Limit`] cannot be built.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LimitError {
-    /// `burst` was zero: such a bucket could never admit anything.
-    ZeroBurst,
-    /// `cost` was zero.
-    ZeroCost,
-    /// `cost` exceeds `burst`: every request would be denied forever.
-    CostAboveBurst {
-        /// The requested cost.
-        cost: u32,
-        /// The bucket's capacity.
-        burst: u32,
-    },
-    /// `burst` x emission interval is longer than Flux keeps a bucket (about 10 years).
-    BucketTooLong,
-}
-
-impl fmt::Display for LimitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LimitError::ZeroBurst => f.write_str("burst must be at least 1"),
-            LimitError::ZeroCost => f.write_str("cost must be at least 1"),
-            LimitError::CostAboveBurst { cost, burst } => write!(
-                f,
-                "cost {cost} is larger than burst {burst}: such a request could never be admitted"
-            ),
-            LimitError::BucketTooLong => f.write_str(
-                "burst x (period / count) exceeds 10 years: lower the burst or raise the rate",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for LimitError {}
-
-/// What is wrong with these numbers, if anything.
-const fn check(rate: Rate, burst: u32, cost: u32) -> Option<LimitError> {
-    if cost > burst {
-        return Some(LimitError::CostAboveBurst { cost, burst });
-    }
-    match (burst as u64).checked_mul(rate.emission_interval_micros()) {
-        Some(t) if t <= MAX_TOLERANCE_US => None,
-        _ => Some(LimitError::BucketTooLong),
-    }
-}
-
-impl Rate {
-    /// `count` per second (a `const` shorthand; `count` 0 is treated as 1).
-    pub const fn per_second(count: u32) -> Rate {
-        Self::const_of(count, 1_000_000)
-    }
-
-    /// `count` per minute (a `const` shorthand; `count` 0 is treated as 1).
-    pub const fn per_minute(count: u32) -> Rate {
-        Self::const_of(count, 60_000_000)
-    }
-
-    /// `count` per hour (a `const` shorthand; `count` 0 is treated as 1).
-    pub const fn per_hour(count: u32) -> Rate {
-        Self::const_of(count, 3_600_000_000)
-    }
-
-    /// `count` per day (a `const` shorthand; `count` 0 is treated as 1).
-    pub const fn per_day(count: u32) -> Rate {
-        Self::const_of(count, 86_400_000_000)
-    }
-
-    const fn const_of(count: u32, period_us: u64) -> Rate {
-        let count = if count == 0 { 1 } else { count };
-        match Rate::from_parts(count, period_us) {
-            Some(rate) => rate,
-            // Only reachable above 1,000,000/s: clamp to the fastest rate Flux measures.
-            None => match Rate::from_parts(1_000_000, 1_000_000) {
-                Some(rate) => rate,
-                None => panic!("1,000,000/s is a valid rate"),
-            },
-        }
-    }
 }
 
 impl Limit {
@@ -138,14 +55,16 @@ impl Limit {
 
     /// This limit with a bucket capacity of `burst` tokens.
     pub fn with_burst(mut self, burst: u32) -> Result<Limit, LimitError> {
+        check_limit(self.rate, burst, self.cost.get())?;
         self.burst = NonZeroU32::new(burst).ok_or(LimitError::ZeroBurst)?;
-        check(self.rate, self.burst.get(), self.cost.get()).map_or(Ok(self), Err)
+        Ok(self)
     }
 
     /// This limit with each checked request taking `cost` tokens.
     pub fn with_cost(mut self, cost: u32) -> Result<Limit, LimitError> {
+        check_limit(self.rate, self.burst.get(), cost)?;
         self.cost = NonZeroU32::new(cost).ok_or(LimitError::ZeroCost)?;
-        check(self.rate, self.burst.get(), self.cost.get()).map_or(Ok(self), Err)
+        Ok(self)
     }
 
     /// For `#[rate_limit]`, which has validated every argument at compile time (a bad one
@@ -165,7 +84,7 @@ impl Limit {
         else {
             panic!("flux: zero burst or cost from #[rate_limit]");
         };
-        if check(rate, burst, cost).is_some() {
+        if check_limit(rate, burst, cost).is_err() {
             panic!("flux: invalid limit from #[rate_limit]");
         }
         Limit {
@@ -209,141 +128,5 @@ impl Limit {
     /// Time for an empty bucket to fill up again: the window of the `RateLimit-Policy` field.
     pub const fn window(&self) -> Duration {
         Duration::from_micros(self.params().tolerance)
-    }
-}
-
-/// Where a [`Decision`] came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Source {
-    /// The configured backend (Redis, or the in-memory backend when it is the one configured).
-    Backend,
-    /// A denial Redis gave moments ago for the same check, remembered by this instance until
-    /// its `retry_after` (the hot-key deny cache): Redis was not asked again.
-    Cached,
-    /// Redis was unavailable and the `Local` policy decided with a per-process bucket.
-    Local,
-    /// Redis was unavailable and the `Open` policy admitted the request unchecked.
-    FailOpen,
-    /// Redis was unavailable and the `Closed` policy refused the request (HTTP 503).
-    FailClosed,
-}
-
-/// The answer to one check of one or several limits for one client key.
-///
-/// With several limits the check is all or nothing, and the fields describe the limit that
-/// matters most: the one that denied with the longest wait, or, when admitted, the one with
-/// the fewest tokens left.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Decision {
-    /// Whether the request may proceed.
-    pub allowed: bool,
-    /// The deciding limit's bucket capacity (its burst).
-    pub limit: u32,
-    /// Whole tokens left in the deciding bucket after this request.
-    pub remaining: u32,
-    /// Zero when allowed; otherwise how long until the request's cost would be admitted.
-    pub retry_after: Duration,
-    /// How long until the deciding bucket is full again.
-    pub reset_after: Duration,
-    /// Time for the deciding bucket to refill from empty.
-    pub window: Duration,
-    /// Index, in the checked list, of the deciding limit.
-    pub index: usize,
-    /// Whether Redis, a local fallback or a failure policy produced this decision.
-    pub source: Source,
-}
-
-impl Decision {
-    /// A decision made without any bucket (a failure policy's answer).
-    pub(crate) fn unchecked(allowed: bool, source: Source) -> Decision {
-        Decision {
-            allowed,
-            limit: 0,
-            remaining: 0,
-            retry_after: Duration::ZERO,
-            reset_after: Duration::ZERO,
-            window: Duration::ZERO,
-            index: 0,
-            source,
-        }
-    }
-
-    /// `Ok(self)` when allowed, otherwise the denial as a [`RateLimited`] error.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use flux::{Flux, Limit, Rate};
-    ///
-    /// static OUTBOUND: Limit = Limit::new("outbound", Rate::per_second(1));
-    /// let flux = Flux::builder().memory().build()?;
-    /// flux.check("tenant-42", &OUTBOUND).await.into_result()?;
-    /// let denied = flux.check("tenant-42", &OUTBOUND).await.into_result();
-    /// assert!(denied.is_err_and(|e| e.retry_after().as_millis() > 900));
-    /// # Ok(()) }
-    /// ```
-    pub fn into_result(self) -> Result<Decision, RateLimited> {
-        if self.allowed {
-            Ok(self)
-        } else {
-            Err(RateLimited { decision: self })
-        }
-    }
-}
-
-/// A denial, as an error: what a rate-limited plain `async fn` returns (through `From`).
-///
-/// ```
-/// let err: Box<dyn std::error::Error> = Box::new(flux::RateLimited::default());
-/// assert!(err.to_string().contains("rate limit"));
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RateLimited {
-    decision: Decision,
-}
-
-impl RateLimited {
-    /// The denial's details: when to retry, which limit, how it was decided.
-    pub fn decision(&self) -> &Decision {
-        &self.decision
-    }
-
-    /// How long to wait before the same call can be admitted (zero when the denial came from
-    /// the `Closed` failure policy, where nobody knows).
-    pub fn retry_after(&self) -> Duration {
-        self.decision.retry_after
-    }
-}
-
-impl Default for RateLimited {
-    fn default() -> Self {
-        RateLimited {
-            decision: Decision::unchecked(false, Source::Backend),
-        }
-    }
-}
-
-impl fmt::Display for RateLimited {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.decision.source == Source::FailClosed {
-            f.write_str(
-                "rate limiter unavailable and the failure policy is closed: request refused",
-            )
-        } else {
-            write!(
-                f,
-                "rate limit exceeded: retry after {:.3}s",
-                self.decision.retry_after.as_secs_f64()
-            )
-        }
-    }
-}
-
-impl std::error::Error for RateLimited {}
-
-impl From<RateLimited> for Decision {
-    fn from(err: RateLimited) -> Decision {
-        err.decision
     }
 }

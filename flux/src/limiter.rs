@@ -410,7 +410,7 @@ struct Inner {
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
 /// use flux::{Flux, Limit, Rate};
 ///
-/// static LOGIN: Limit = Limit::new("login", Rate::per_minute(5));
+/// static LOGIN: Limit = Limit::new("login", Rate::per_minute::<5>());
 /// let flux = Flux::builder().build()?; // in-memory; .redis(url) for Redis
 /// for _ in 0..5 {
 ///     assert!(flux.check("alice", &LOGIN).await.allowed);
@@ -696,7 +696,7 @@ fn summarize(allowed: bool, buckets: &[Bucket], limits: &[Limit], source: Source
     let limit = &limits[index];
     Decision {
         allowed,
-        limit: limit.burst(),
+        capacity: limit.burst(),
         remaining: u32::try_from(bucket.remaining).unwrap_or(u32::MAX),
         retry_after: Duration::from_micros(bucket.retry_after),
         reset_after: Duration::from_micros(bucket.reset_after),

@@ -23,7 +23,7 @@ use crate::gcra::{Bucket, Params};
 /// `TIME`), then per key: emission interval, tolerance, increment (µs). Returns
 /// `[allowed, (remaining, retry_after_us, reset_after_us) per key]`.
 static GCRA_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("../../lua/gcra.lua")));
+    LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));
 
 pub(crate) struct RedisStore {
     conn: Conn,

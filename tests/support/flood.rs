@@ -9,7 +9,7 @@ use flux::{Flux, Limit, Rate, Source};
 
 /// The limit every flood hits: 10 per second, burst 10 (one retry window = 100 ms).
 pub(crate) fn flood_limit() -> Limit {
-    Limit::new("flood", Rate::per_second(10))
+    Limit::new("flood", Rate::per_second::<10>())
 }
 
 /// What one flood did.

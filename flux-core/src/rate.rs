@@ -1,7 +1,8 @@
 //! `Rate`: how many requests per period, and its text form ("100/s", "5/10s", "6000 per minute").
 //!
-//! This file has no dependencies beyond `core`/`std`: `flux-macros` compiles the very same file
-//! (`#[path]`) so the attribute accepts exactly the grammar that `Rate::from_str` accepts.
+//! The runtime parses rates with this code and `#[rate_limit]` runs the very same code at
+//! compile time, so the attribute accepts exactly what `Rate::from_str` accepts, with the
+//! same messages.
 
 use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64};
@@ -15,7 +16,7 @@ use std::time::Duration;
 /// (`hr`, `hour`), `d` (`day`); plurals and surrounding spaces are accepted.
 ///
 /// ```
-/// use flux::Rate;
+/// use flux_core::Rate;
 /// use std::time::Duration;
 ///
 /// let rate: Rate = "5/10s".parse()?;
@@ -23,7 +24,7 @@ use std::time::Duration;
 /// assert_eq!(rate.period(), Duration::from_secs(10));
 /// assert_eq!("100 per minute".parse::<Rate>()?.to_string(), "100/min");
 /// assert!("100/fortnight".parse::<Rate>().is_err());
-/// # Ok::<(), flux::RateError>(())
+/// # Ok::<(), flux_core::RateError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Rate {
@@ -77,13 +78,14 @@ impl fmt::Display for RateError {
 
 impl std::error::Error for RateError {}
 
-/// The longest bucket Flux keeps: `burst` x emission interval may not exceed ~10 years, so
-/// that every quantity stays an exact integer in Redis' Lua (doubles) and in `u64`. Here, in
-/// the file the macro compiles too, so that both enforce the same bound.
-pub(crate) const MAX_TOLERANCE_US: u64 = 10 * 365 * 86_400 * 1_000_000;
-
 /// The longest period a rate may have: 365 days, in microseconds.
 const MAX_PERIOD_US: u64 = 365 * 86_400 * 1_000_000;
+
+/// Microseconds in a second, a minute, an hour and a day.
+const SECOND_US: u64 = 1_000_000;
+const MINUTE_US: u64 = 60 * SECOND_US;
+const HOUR_US: u64 = 60 * MINUTE_US;
+const DAY_US: u64 = 24 * HOUR_US;
 
 impl Rate {
     /// A rate of `count` per `period`.
@@ -92,13 +94,13 @@ impl Rate {
     /// is faster than one per microsecond.
     ///
     /// ```
-    /// use flux::Rate;
+    /// use flux_core::Rate;
     /// use std::num::NonZeroU32;
     /// use std::time::Duration;
     ///
     /// let rate = Rate::new(NonZeroU32::new(100).unwrap(), Duration::from_secs(1))?;
     /// assert_eq!(rate.to_string(), "100/s");
-    /// # Ok::<(), flux::RateError>(())
+    /// # Ok::<(), flux_core::RateError>(())
     /// ```
     pub fn new(count: NonZeroU32, period: Duration) -> Result<Rate, RateError> {
         let us = period.as_micros();
@@ -110,13 +112,76 @@ impl Rate {
     }
 
     /// `count` per `period_us` microseconds, or `None` where [`Rate::new`] would fail.
-    pub(crate) const fn from_parts(count: u32, period_us: u64) -> Option<Rate> {
+    ///
+    /// ```
+    /// use flux_core::Rate;
+    ///
+    /// assert_eq!(Rate::from_parts(5, 10_000_000).map(|r| r.to_string()), Some("5/10s".into()));
+    /// assert!(Rate::from_parts(0, 1_000_000).is_none());
+    /// assert!(Rate::from_parts(2_000_000, 1_000_000).is_none(), "faster than 1/µs");
+    /// ```
+    pub const fn from_parts(count: u32, period_us: u64) -> Option<Rate> {
         if period_us < 1_000 || period_us > MAX_PERIOD_US || count as u64 > period_us {
             return None;
         }
         match (NonZeroU32::new(count), NonZeroU64::new(period_us)) {
             (Some(count), Some(period_us)) => Some(Rate { count, period_us }),
             _ => None,
+        }
+    }
+
+    /// `N` per second, checked at compile time: `N` = 0 or `N` above 1,000,000 (faster than
+    /// one per microsecond) does not build. For a count known only at run time, use
+    /// [`Rate::new`] or parse a string.
+    ///
+    /// ```
+    /// use flux_core::Rate;
+    ///
+    /// const SEARCH: Rate = Rate::per_second::<100>();
+    /// assert_eq!(SEARCH.to_string(), "100/s");
+    /// ```
+    ///
+    /// ```compile_fail
+    /// const NEVER: flux_core::Rate = flux_core::Rate::per_second::<0>();
+    /// ```
+    pub const fn per_second<const N: u32>() -> Rate {
+        const { Rate::checked(N, SECOND_US) }
+    }
+
+    /// `N` per minute, checked at compile time (see [`Rate::per_second`]).
+    ///
+    /// ```
+    /// assert_eq!(flux_core::Rate::per_minute::<5>().to_string(), "5/min");
+    /// ```
+    pub const fn per_minute<const N: u32>() -> Rate {
+        const { Rate::checked(N, MINUTE_US) }
+    }
+
+    /// `N` per hour, checked at compile time (see [`Rate::per_second`]).
+    ///
+    /// ```
+    /// assert_eq!(flux_core::Rate::per_hour::<1000>().to_string(), "1000/hour");
+    /// ```
+    pub const fn per_hour<const N: u32>() -> Rate {
+        const { Rate::checked(N, HOUR_US) }
+    }
+
+    /// `N` per day, checked at compile time (see [`Rate::per_second`]).
+    ///
+    /// ```
+    /// assert_eq!(flux_core::Rate::per_day::<10_000>().to_string(), "10000/day");
+    /// ```
+    pub const fn per_day<const N: u32>() -> Rate {
+        const { Rate::checked(N, DAY_US) }
+    }
+
+    /// For the shorthands, evaluated at compile time: a bad count fails the build with this
+    /// message.
+    const fn checked(count: u32, period_us: u64) -> Rate {
+        match Rate::from_parts(count, period_us) {
+            Some(rate) => rate,
+            None if count == 0 => panic!("a rate's count must be at least 1"),
+            None => panic!("the rate is faster than one request per microsecond, the finest step Flux measures"),
         }
     }
 
@@ -205,10 +270,10 @@ fn unit_micros(unit: &str) -> Option<u64> {
         .unwrap_or(unit);
     Some(match (unit, singular) {
         ("ms", _) | (_, "msec" | "millisecond") => 1_000,
-        ("s", _) | (_, "sec" | "second") => 1_000_000,
-        ("m", _) | (_, "min" | "minute") => 60_000_000,
-        ("h", _) | (_, "hr" | "hour") => 3_600_000_000,
-        ("d", _) | (_, "day") => 86_400_000_000,
+        ("s", _) | (_, "sec" | "second") => SECOND_US,
+        ("m", _) | (_, "min" | "minute") => MINUTE_US,
+        ("h", _) | (_, "hr" | "hour") => HOUR_US,
+        ("d", _) | (_, "day") => DAY_US,
         _ => return None,
     })
 }
@@ -217,10 +282,10 @@ impl fmt::Display for Rate {
     /// The canonical text form, which parses back to the same rate.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(u64, &str); 5] = [
-            (86_400_000_000, "day"),
-            (3_600_000_000, "hour"),
-            (60_000_000, "min"),
-            (1_000_000, "s"),
+            (DAY_US, "day"),
+            (HOUR_US, "hour"),
+            (MINUTE_US, "min"),
+            (SECOND_US, "s"),
             (1_000, "ms"),
         ];
         let us = self.period_us.get();

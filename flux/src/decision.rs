@@ -1,0 +1,141 @@
+//! `Decision` (what a check decided), `Source` (who decided it) and `RateLimited` (a denial
+//! as an error).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Where a [`Decision`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Source {
+    /// The configured backend (Redis, or the in-memory backend when it is the one configured).
+    Backend,
+    /// A denial Redis gave moments ago for the same check, remembered by this instance until
+    /// its `retry_after` (the hot-key deny cache): Redis was not asked again.
+    Cached,
+    /// Redis was unavailable and the `Local` policy decided with a per-process bucket.
+    Local,
+    /// Redis was unavailable and the `Open` policy admitted the request unchecked.
+    FailOpen,
+    /// Redis was unavailable and the `Closed` policy refused the request (HTTP 503).
+    FailClosed,
+}
+
+/// The answer to one check of one or several limits for one client key.
+///
+/// With several limits the check is all or nothing, and the fields describe the limit that
+/// matters most: the one that denied with the longest wait, or, when admitted, the one with
+/// the fewest tokens left.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The deciding limit's bucket capacity (its burst): the `q` of `RateLimit-Policy`.
+    pub capacity: u32,
+    /// Whole tokens left in the deciding bucket after this request.
+    pub remaining: u32,
+    /// Zero when allowed; otherwise how long until the request's cost would be admitted.
+    pub retry_after: Duration,
+    /// How long until the deciding bucket is full again.
+    pub reset_after: Duration,
+    /// Time for the deciding bucket to refill from empty.
+    pub window: Duration,
+    /// Index, in the checked list, of the deciding limit.
+    pub index: usize,
+    /// Whether Redis, a local fallback or a failure policy produced this decision.
+    pub source: Source,
+}
+
+impl Decision {
+    /// A decision made without any bucket (a failure policy's answer).
+    pub(crate) fn unchecked(allowed: bool, source: Source) -> Decision {
+        Decision {
+            allowed,
+            capacity: 0,
+            remaining: 0,
+            retry_after: Duration::ZERO,
+            reset_after: Duration::ZERO,
+            window: Duration::ZERO,
+            index: 0,
+            source,
+        }
+    }
+
+    /// `Ok(self)` when allowed, otherwise the denial as a [`RateLimited`] error.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use flux::{Flux, Limit, Rate};
+    ///
+    /// static OUTBOUND: Limit = Limit::new("outbound", Rate::per_second::<1>());
+    /// let flux = Flux::builder().memory().build()?;
+    /// flux.check("tenant-42", &OUTBOUND).await.into_result()?;
+    /// let denied = flux.check("tenant-42", &OUTBOUND).await.into_result();
+    /// assert!(denied.is_err_and(|e| e.retry_after().as_millis() > 900));
+    /// # Ok(()) }
+    /// ```
+    pub fn into_result(self) -> Result<Decision, RateLimited> {
+        if self.allowed {
+            Ok(self)
+        } else {
+            Err(RateLimited { decision: self })
+        }
+    }
+}
+
+/// A denial, as an error: what a rate-limited plain `async fn` returns (through `From`).
+///
+/// ```
+/// let err: Box<dyn std::error::Error> = Box::new(flux::RateLimited::default());
+/// assert!(err.to_string().contains("rate limit"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimited {
+    decision: Decision,
+}
+
+impl RateLimited {
+    /// The denial's details: when to retry, which limit, how it was decided.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// How long to wait before the same call can be admitted (zero when the denial came from
+    /// the `Closed` failure policy, where nobody knows).
+    pub fn retry_after(&self) -> Duration {
+        self.decision.retry_after
+    }
+}
+
+impl Default for RateLimited {
+    fn default() -> Self {
+        RateLimited {
+            decision: Decision::unchecked(false, Source::Backend),
+        }
+    }
+}
+
+impl fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.decision.source == Source::FailClosed {
+            f.write_str(
+                "rate limiter unavailable and the failure policy is closed: request refused",
+            )
+        } else {
+            write!(
+                f,
+                "rate limit exceeded: retry after {:.3}s",
+                self.decision.retry_after.as_secs_f64()
+            )
+        }
+    }
+}
+
+impl std::error::Error for RateLimited {}
+
+impl From<RateLimited> for Decision {
+    fn from(err: RateLimited) -> Decision {
+        err.decision
+    }
+}
