@@ -6,11 +6,12 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flux::{Builder, FailurePolicy, Flux, Key, Limit, Rate, Source, ToKey};
+use flux::{BreakerConfig, Builder, FailurePolicy, Flux, Key, Limit, Rate, Source, ToKey};
 use support::{Flood, RedisCluster, assert_cache_effect, flood, flood_limit};
 
 /// A fixed arrival time (µs) for `try_check_at`: the answers do not depend on the clock.
@@ -92,7 +93,7 @@ async fn exact_stacked_sequence(flux: &Flux, key: &str) {
     let check = |at: u64| {
         let limits = &limits;
         async move {
-            flux.try_check_at(key, limits, Some(at))
+            flux.try_check_at(key, limits, at)
                 .await
                 .unwrap_or_else(|e| panic!("client {key:?} at {at}: {e}"))
         }
@@ -273,14 +274,14 @@ async fn hostile_keys_keep_both_limits_in_one_slot_and_their_own_buckets() {
         let shown = String::from_utf8_lossy(&raw[..raw.len().min(24)]).into_owned();
         for expected in [2, 1, 0] {
             let d = flux
-                .try_check_at(raw.as_slice(), &limits, Some(T0))
+                .try_check_at(raw.as_slice(), &limits, T0)
                 .await
                 .unwrap_or_else(|e| panic!("client {shown:?}: {e}"));
             assert!(d.allowed, "client {shown:?}: {d:?}");
             assert_eq!(d.remaining, expected, "client {shown:?} has its own bucket");
         }
         let d = flux
-            .try_check_at(raw.as_slice(), &limits, Some(T0))
+            .try_check_at(raw.as_slice(), &limits, T0)
             .await
             .unwrap_or_else(|e| panic!("client {shown:?}: {e}"));
         assert!(!d.allowed, "client {shown:?}: {d:?}");
@@ -348,7 +349,7 @@ async fn flushed_scripts_are_reloaded_on_every_master() {
     let l = [limit("api", Rate::per_minute::<10>(), 10)];
     for key in &all {
         let d = flux
-            .try_check_at(key.as_str(), &l, Some(T0))
+            .try_check_at(key.as_str(), &l, T0)
             .await
             .expect("redis answers");
         assert_eq!(d.remaining, 9);
@@ -371,7 +372,7 @@ async fn flushed_scripts_are_reloaded_on_every_master() {
         .map(|key| {
             let (flux, l) = (flux.clone(), l.clone());
             tokio::spawn(async move {
-                flux.try_check_at(key.as_str(), &l, Some(T0))
+                flux.try_check_at(key.as_str(), &l, T0)
                     .await
                     .unwrap_or_else(|e| panic!("{key} after SCRIPT FLUSH: {e}"))
             })
@@ -455,7 +456,7 @@ async fn buckets_survive_slot_migration_and_moved_keys_keep_their_state() {
     let check = |key: &str| {
         let (flux, l, key) = (flux.clone(), l.clone(), key.to_owned());
         async move {
-            flux.try_check_at(key.as_str(), &l, Some(T0))
+            flux.try_check_at(key.as_str(), &l, T0)
                 .await
                 .unwrap_or_else(|e| panic!("{key}: {e}"))
         }
@@ -548,7 +549,10 @@ async fn failover_to_a_replica_degrades_only_that_masters_slots_then_resumes() {
         .redis_cluster(cluster.urls())
         .key_prefix(prefix)
         .deadline(FAULT_DEADLINE)
-        .breaker(3, Duration::from_millis(200))
+        .breaker(BreakerConfig::new(
+            NonZeroU32::new(3).expect("nonzero"),
+            Duration::from_millis(200),
+        ))
         .failure_policy(FailurePolicy::Local)
         .deny_cache(false)
         .build()
@@ -655,7 +659,10 @@ async fn a_lost_master_without_replica_fails_only_its_own_slots() {
         .redis_cluster(cluster.urls())
         .key_prefix(prefix)
         .deadline(FAULT_DEADLINE)
-        .breaker(3, Duration::from_millis(200))
+        .breaker(BreakerConfig::new(
+            NonZeroU32::new(3).expect("nonzero"),
+            Duration::from_millis(200),
+        ))
         .failure_policy(FailurePolicy::Closed)
         .deny_cache(false)
         .build()

@@ -29,8 +29,11 @@ async fn hammering_one_key_never_over_admits() {
         .collect();
     let burst = 50u64;
     let rate_per_s = 200u64;
-    let rate = Rate::new(NonZeroU32::new(rate_per_s as u32).expect("nonzero"), Duration::from_secs(1))
-        .expect("valid rate");
+    let rate = Rate::new(
+        NonZeroU32::new(rate_per_s as u32).expect("nonzero"),
+        Duration::from_secs(1),
+    )
+    .expect("valid rate");
     let limit = Limit::new("hot", rate)
         .with_burst(burst as u32)
         .expect("valid burst");

@@ -3,9 +3,10 @@
 
 mod support;
 
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use flux::{FailurePolicy, Flux, Limit, Rate, Source};
+use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source};
 use support::RedisServer;
 
 static LIMIT: Limit = Limit::new("api", Rate::per_minute::<3>());
@@ -20,7 +21,10 @@ fn flux(server: &RedisServer, policy: FailurePolicy) -> Flux {
         .redis(server.url())
         .key_prefix("policy")
         .deadline(DEADLINE)
-        .breaker(3, Duration::from_millis(200))
+        .breaker(BreakerConfig::new(
+            NonZeroU32::new(3).expect("nonzero"),
+            Duration::from_millis(200),
+        ))
         .failure_policy(policy)
         .build()
         .expect("valid configuration")

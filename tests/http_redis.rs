@@ -8,6 +8,7 @@
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,7 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use flux::{FailurePolicy, Flux, rate_limit};
+use flux::{BreakerConfig, FailurePolicy, Flux, rate_limit};
 use support::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -147,7 +148,10 @@ async fn handlers_limit_through_redis_and_honour_failure_policies() {
         .redis(redis.url())
         .key_prefix("http")
         .deadline(Duration::from_millis(200))
-        .breaker(3, Duration::from_millis(200))
+        .breaker(BreakerConfig::new(
+            NonZeroU32::new(3).expect("nonzero"),
+            Duration::from_millis(200),
+        ))
         .failure_policy(FailurePolicy::Local)
         // The application's own denial body; Flux adds Retry-After and the RateLimit fields.
         .deny_response(|decision| {

@@ -162,12 +162,12 @@ fn lua_and_memory_backends_match_the_token_bucket_model() {
                     now += gap;
                     let expected = expect(&mut model, now);
                     let lua = redis
-                        .try_check_at(key.as_str(), &case.limits, Some(now))
+                        .try_check_at(key.as_str(), &case.limits, now)
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     check(&lua, expected, step)?;
                     let mem = memory
-                        .try_check_at(key.as_str(), &case.limits, Some(now))
+                        .try_check_at(key.as_str(), &case.limits, now)
                         .await
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     prop_assert_eq!(&mem, &lua, "memory vs lua, step {}", step);

@@ -5,10 +5,11 @@
 mod support;
 
 use std::io::Write;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flux::{FailurePolicy, Flux, Limit, Rate, Source};
+use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source};
 use support::RedisServer;
 
 static LIMIT: Limit = Limit::new("api", Rate::per_minute::<3>());
@@ -46,7 +47,10 @@ fn an_outage_is_logged_once_not_per_request() {
             let flux = Flux::builder()
                 .redis(server.url())
                 .deadline(Duration::from_millis(50))
-                .breaker(3, Duration::from_millis(200))
+                .breaker(BreakerConfig::new(
+                    NonZeroU32::new(3).expect("nonzero"),
+                    Duration::from_millis(200),
+                ))
                 .failure_policy(FailurePolicy::Open)
                 .build()
                 .expect("valid configuration");

@@ -35,7 +35,7 @@ async fn burst_is_admitted_then_denied_with_exact_retry_after() {
     let l = [limit("search", "10/s", 3)];
     for expected_remaining in [2, 1, 0] {
         let d = flux
-            .try_check_at("client", &l, Some(T0))
+            .try_check_at("client", &l, T0)
             .await
             .expect("redis answers");
         assert!(d.allowed);
@@ -44,7 +44,7 @@ async fn burst_is_admitted_then_denied_with_exact_retry_after() {
         assert_eq!(d.source, Source::Backend);
     }
     let d = flux
-        .try_check_at("client", &l, Some(T0))
+        .try_check_at("client", &l, T0)
         .await
         .expect("redis answers");
     assert!(!d.allowed);
@@ -52,27 +52,27 @@ async fn burst_is_admitted_then_denied_with_exact_retry_after() {
     assert_eq!(d.reset_after, Duration::from_millis(300));
     // Refill at the rate: one token per 100 ms.
     let d = flux
-        .try_check_at("client", &l, Some(T0 + 99 * MS))
+        .try_check_at("client", &l, T0 + 99 * MS)
         .await
         .expect("redis answers");
     assert!(!d.allowed);
     assert_eq!(d.retry_after, Duration::from_millis(1));
     let d = flux
-        .try_check_at("client", &l, Some(T0 + 100 * MS))
+        .try_check_at("client", &l, T0 + 100 * MS)
         .await
         .expect("redis answers");
     assert!(d.allowed);
     assert_eq!(d.remaining, 0);
     // After a full window, the whole burst is back.
     let d = flux
-        .try_check_at("client", &l, Some(T0 + 500 * MS))
+        .try_check_at("client", &l, T0 + 500 * MS)
         .await
         .expect("redis answers");
     assert!(d.allowed);
     assert_eq!(d.remaining, 2);
     // Other clients never saw any of this.
     let d = flux
-        .try_check_at("other", &l, Some(T0))
+        .try_check_at("other", &l, T0)
         .await
         .expect("redis answers");
     assert_eq!(d.remaining, 2);
@@ -116,21 +116,15 @@ async fn cost_takes_that_many_tokens_and_waits_for_all_of_them() {
     let heavy = [limit("export", "1/s", 5)
         .with_cost(3)
         .expect("cost <= burst")];
-    let d = flux
-        .try_check_at("c", &heavy, Some(T0))
-        .await
-        .expect("redis");
+    let d = flux.try_check_at("c", &heavy, T0).await.expect("redis");
     assert!(d.allowed);
     assert_eq!(d.remaining, 2);
-    let d = flux
-        .try_check_at("c", &heavy, Some(T0))
-        .await
-        .expect("redis");
+    let d = flux.try_check_at("c", &heavy, T0).await.expect("redis");
     assert!(!d.allowed, "2 tokens left, cost 3");
     assert_eq!(d.remaining, 2, "a denial charges nothing");
     assert_eq!(d.retry_after, Duration::from_secs(1));
     let d = flux
-        .try_check_at("c", &heavy, Some(T0 + 1_000 * MS))
+        .try_check_at("c", &heavy, T0 + 1_000 * MS)
         .await
         .expect("redis");
     assert!(d.allowed);
@@ -144,18 +138,12 @@ async fn stacked_limits_are_all_or_nothing() {
     // 5 per second, and 8 per minute.
     let limits = [limit("short", "5/s", 5), limit("long", "8/min", 8)];
     for i in 0..5 {
-        let d = flux
-            .try_check_at("c", &limits, Some(T0))
-            .await
-            .expect("redis");
+        let d = flux.try_check_at("c", &limits, T0).await.expect("redis");
         assert!(d.allowed, "request {i}");
     }
     // The per-second bucket is empty: denied, and the per-minute bucket is not charged.
     for _ in 0..3 {
-        let d = flux
-            .try_check_at("c", &limits, Some(T0))
-            .await
-            .expect("redis");
+        let d = flux.try_check_at("c", &limits, T0).await.expect("redis");
         assert!(!d.allowed);
         assert_eq!(d.index, 0, "the per-second limit decides");
         assert_eq!(d.retry_after, Duration::from_millis(200));
@@ -163,7 +151,7 @@ async fn stacked_limits_are_all_or_nothing() {
     // One second later the short bucket is full again; the long one still holds 3.
     for i in 0..3 {
         let d = flux
-            .try_check_at("c", &limits, Some(T0 + 1_000 * MS))
+            .try_check_at("c", &limits, T0 + 1_000 * MS)
             .await
             .expect("redis");
         assert!(
@@ -172,7 +160,7 @@ async fn stacked_limits_are_all_or_nothing() {
         );
     }
     let d = flux
-        .try_check_at("c", &limits, Some(T0 + 1_000 * MS))
+        .try_check_at("c", &limits, T0 + 1_000 * MS)
         .await
         .expect("redis");
     assert!(!d.allowed);
@@ -241,12 +229,9 @@ async fn memory_and_redis_give_identical_answers() {
     for step in 0..200u64 {
         now += (step * 7_919) % 400_000;
         let key = if step % 3 == 0 { "x" } else { "y" };
-        let r = redis
-            .try_check_at(key, &limits, Some(now))
-            .await
-            .expect("redis");
+        let r = redis.try_check_at(key, &limits, now).await.expect("redis");
         let m = memory
-            .try_check_at(key, &limits, Some(now))
+            .try_check_at(key, &limits, now)
             .await
             .expect("memory");
         assert_eq!(r, m, "step {step} at {now}");

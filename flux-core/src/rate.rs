@@ -181,7 +181,9 @@ impl Rate {
         match Rate::from_parts(count, period_us) {
             Some(rate) => rate,
             None if count == 0 => panic!("a rate's count must be at least 1"),
-            None => panic!("the rate is faster than one request per microsecond, the finest step Flux measures"),
+            None => panic!(
+                "the rate is faster than one request per microsecond, the finest step Flux measures"
+            ),
         }
     }
 

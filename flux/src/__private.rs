@@ -6,9 +6,10 @@ use std::future::Future;
 use axum::response::IntoResponse;
 
 pub use crate::http::{ClientIp, HeaderKey, RequestHeaders};
-pub use crate::{FailurePolicy, Key, Limit, RateLimited, ToKey};
+pub use crate::{FailurePolicy, Key, Limit};
 pub use axum::response::Response;
-pub use core;
+
+use crate::{RateLimited, ToKey};
 
 /// The key of `key = "global"`.
 pub fn key_global() -> Key {
@@ -22,7 +23,7 @@ pub fn key_of<T: ToKey + ?Sized>(value: &T) -> Key {
 
 /// The key of `key = "ip"`.
 pub fn key_ip(ip: ClientIp) -> Result<Key, Response> {
-    Ok(ip.0)
+    Ok(ip.into_key())
 }
 
 /// The key of `key = "header:NAME"` (names up to 32 bytes).

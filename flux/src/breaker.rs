@@ -6,6 +6,7 @@
 //! probe (half-open); its success closes the breaker, its failure keeps it open. Each change
 //! of state is logged once.
 
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,29 +14,63 @@ const CLOSED: u8 = 0;
 const OPEN: u8 = 1;
 const HALF_OPEN: u8 = 2;
 
-/// When the breaker opens and how often it probes Redis while open.
+/// When the circuit breaker opens and how often it probes Redis while open; give it to
+/// [`Builder::breaker`](crate::Builder::breaker).
+///
+/// ```
+/// use flux::{BreakerConfig, Flux};
+/// use std::num::NonZeroU32;
+/// use std::time::Duration;
+///
+/// let config = BreakerConfig::new(NonZeroU32::new(5).unwrap(), Duration::from_millis(250));
+/// assert_eq!(config.threshold().get(), 5);
+/// assert_eq!(BreakerConfig::default().probe_interval(), Duration::from_millis(500));
+/// let flux = Flux::builder().redis("redis://127.0.0.1/").breaker(config).build()?;
+/// # Ok::<(), flux::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct BreakerConfig {
-    /// Consecutive failures that open the breaker (at least 1).
-    pub threshold: u32,
+    threshold: NonZeroU32,
+    probe_interval: Duration,
+}
+
+impl BreakerConfig {
+    /// Opens after `threshold` consecutive failures (errors or missed deadlines; calls that
+    /// fail together count once) and, while open, lets one probe through every
+    /// `probe_interval`.
+    pub const fn new(threshold: NonZeroU32, probe_interval: Duration) -> BreakerConfig {
+        BreakerConfig {
+            threshold,
+            probe_interval,
+        }
+    }
+
+    /// Consecutive failures that open the breaker.
+    pub const fn threshold(&self) -> NonZeroU32 {
+        self.threshold
+    }
+
     /// While open, the time between two probes of Redis.
-    pub probe_interval: Duration,
+    pub const fn probe_interval(&self) -> Duration {
+        self.probe_interval
+    }
 }
 
 impl Default for BreakerConfig {
+    /// 3 failures, a probe every 500 ms.
     fn default() -> Self {
         BreakerConfig {
-            threshold: 3,
+            threshold: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
             probe_interval: Duration::from_millis(500),
         }
     }
 }
 
-/// What the breaker said about one check, and when the check started.
+/// What the breaker said about one check, on which circuit, and when the check started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Ticket {
     pub(crate) pass: Pass,
+    circuit: usize,
     /// µs since the breaker's origin.
     started: u64,
 }
@@ -78,10 +113,7 @@ pub(crate) struct Breaker {
 impl Breaker {
     pub(crate) fn new(config: BreakerConfig, deadline: Duration, circuits: usize) -> Breaker {
         Breaker {
-            config: BreakerConfig {
-                threshold: config.threshold.max(1),
-                ..config
-            },
+            config,
             probe_timeout: deadline * 2 + Duration::from_millis(100),
             circuits: (0..circuits.max(1))
                 .map(|_| Circuit {
@@ -109,6 +141,7 @@ impl Breaker {
         let started = self.now();
         Ticket {
             pass: self.decide(index, started),
+            circuit: index,
             started,
         }
     }
@@ -139,10 +172,10 @@ impl Breaker {
         }
     }
 
-    /// Reports a successful call on circuit `index`. Only a probe closes an open circuit: a
-    /// call that started before the circuit opened says nothing about Redis now.
-    pub(crate) fn success(&self, index: usize, ticket: Ticket) {
-        let c = self.circuit(index);
+    /// Reports a successful call. Only a probe closes an open circuit: a call that started
+    /// before the circuit opened says nothing about Redis now.
+    pub(crate) fn success(&self, ticket: Ticket) {
+        let c = self.circuit(ticket.circuit);
         if c.failures.load(Ordering::Relaxed) != 0 {
             c.failures.store(0, Ordering::Relaxed);
         }
@@ -159,14 +192,8 @@ impl Breaker {
     /// Calls in flight together fail together (a dropped connection fails every request on
     /// it): a failure counts only if its call started after the last counted failure, so one
     /// incident counts once and only failures in a row open the circuit.
-    pub(crate) fn failure(
-        &self,
-        index: usize,
-        ticket: Ticket,
-        policy: &str,
-        error: &dyn std::fmt::Display,
-    ) {
-        let c = self.circuit(index);
+    pub(crate) fn failure(&self, ticket: Ticket, policy: &str, error: &dyn std::fmt::Display) {
+        let c = self.circuit(ticket.circuit);
         if ticket.pass == Pass::Probe {
             c.since.store(self.now(), Ordering::Release);
             c.state.store(OPEN, Ordering::Release);
@@ -183,7 +210,7 @@ impl Breaker {
             return;
         }
         let failures = c.failures.fetch_add(1, Ordering::AcqRel) + 1;
-        if failures < self.config.threshold {
+        if failures < self.config.threshold.get() {
             tracing::debug!(target: "flux", %error, "Redis call failed ({failures} in a row)");
             return;
         }
@@ -228,10 +255,10 @@ mod tests {
 
     fn breaker(threshold: u32, probe_ms: u64, deadline_ms: u64) -> Breaker {
         Breaker::new(
-            BreakerConfig {
-                threshold,
-                probe_interval: Duration::from_millis(probe_ms),
-            },
+            BreakerConfig::new(
+                NonZeroU32::new(threshold).expect("nonzero"),
+                Duration::from_millis(probe_ms),
+            ),
             Duration::from_millis(deadline_ms),
             1,
         )
@@ -241,7 +268,7 @@ mod tests {
     fn fail(b: &Breaker, index: usize) {
         let t = b.pass(index);
         std::thread::sleep(Duration::from_micros(50));
-        b.failure(index, t, "open", &"boom");
+        b.failure(t, "open", &"boom");
     }
 
     #[test]
@@ -255,12 +282,12 @@ mod tests {
         let probe = b.pass(0);
         assert_eq!(probe.pass, Pass::Probe);
         assert_eq!(b.pass(0).pass, Pass::Skip, "one probe at a time");
-        b.failure(0, probe, "open", &"still down");
+        b.failure(probe, "open", &"still down");
         assert_eq!(b.pass(0).pass, Pass::Skip);
         std::thread::sleep(Duration::from_millis(25));
         let probe = b.pass(0);
         assert_eq!(probe.pass, Pass::Probe);
-        b.success(0, probe);
+        b.success(probe);
         assert_eq!(b.pass(0).pass, Pass::Call);
         assert!(!b.is_open());
     }
@@ -272,7 +299,7 @@ mod tests {
         let in_flight: Vec<Ticket> = (0..64).map(|_| b.pass(0)).collect();
         std::thread::sleep(Duration::from_micros(50));
         for t in in_flight {
-            b.failure(0, t, "open", &"broken pipe");
+            b.failure(t, "open", &"broken pipe");
         }
         assert!(!b.is_open(), "one incident is one failure");
         fail(&b, 0);
@@ -287,7 +314,7 @@ mod tests {
         fail(&b, 0);
         assert!(b.is_open());
         // A call that started before the circuit opened answers late: stale news.
-        b.success(0, late);
+        b.success(late);
         assert!(b.is_open());
         assert_eq!(b.pass(0).pass, Pass::Skip);
     }

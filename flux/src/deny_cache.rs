@@ -31,6 +31,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::Decision;
+use crate::gcra::{Bucket, Params};
 
 const SHARDS: usize = 16;
 const SHARD_CAPACITY: usize = 4_096;
@@ -127,11 +128,30 @@ impl DenyCache {
         Some(decision)
     }
 
-    /// Learns from Redis' answer to check `id`, sent at `sent` (see `now`): a denial is
-    /// remembered until its `retry_after`; an admission after which the deciding bucket needs
-    /// `wait` µs to hold the check's tokens again is remembered as a denial for that long, and
-    /// one that leaves them forgets any denial of the check.
-    pub(crate) fn learn(&self, id: &str, decision: &Decision, sent: u64, interval: u64, wait: u64) {
+    /// Learns from Redis' answer to a check, sent at `sent` (see `now`): `id` builds the
+    /// check's identity (only when needed), `params` and `bucket` are the deciding limit's
+    /// parameters and state after the call.
+    ///
+    /// A denial is remembered until its `retry_after`. An admission after which the deciding
+    /// bucket lacks the check's tokens is remembered as a denial until they are earned; one
+    /// that leaves them forgets any denial of the check.
+    pub(crate) fn learn(
+        &self,
+        id: impl FnOnce() -> String,
+        decision: &Decision,
+        sent: u64,
+        params: Params,
+        bucket: &Bucket,
+    ) {
+        // What the deciding bucket needs before this check fits again.
+        let wait = (bucket.reset_after + params.increment).saturating_sub(params.tolerance);
+        if decision.allowed && wait == 0 && self.is_empty() {
+            return; // nothing to learn, nothing to forget
+        }
+        self.remember(&id(), decision, sent, params.interval, wait);
+    }
+
+    fn remember(&self, id: &str, decision: &Decision, sent: u64, interval: u64, wait: u64) {
         if decision.allowed && wait == 0 {
             let mut shard = self
                 .shard(id)
@@ -218,7 +238,7 @@ mod tests {
     #[test]
     fn remembers_a_denial_until_its_retry_after() {
         let cache = DenyCache::new(Duration::from_millis(50));
-        cache.learn("a", &denial(30), cache.now(), 0, 0);
+        cache.remember("a", &denial(30), cache.now(), 0, 0);
         let hit = cache.get("a").expect("cached");
         assert!(!hit.allowed);
         assert_eq!(hit.source, Source::Cached);
@@ -233,7 +253,7 @@ mod tests {
     fn after_expiry_one_check_refreshes_while_the_others_wait() {
         let cache = DenyCache::new(Duration::from_millis(50));
         // Retry after 10 ms, one token per 100 ms.
-        cache.learn("a", &denial(10), cache.now(), 100 * MS, 0);
+        cache.remember("a", &denial(10), cache.now(), 100 * MS, 0);
         std::thread::sleep(Duration::from_millis(15));
         assert!(
             cache.get("a").is_none(),
@@ -246,13 +266,13 @@ mod tests {
         // Redis admitted the refresher and its bucket needs 100 ms for the next token.
         let mut admitted = denial(0);
         admitted.allowed = true;
-        cache.learn("a", &admitted, cache.now(), 100 * MS, 100 * MS);
+        cache.remember("a", &admitted, cache.now(), 100 * MS, 100 * MS);
         let derived = cache
             .get("a")
             .expect("an admission that empties the bucket is a denial");
         assert!(derived.retry_after > Duration::from_millis(90));
         // An admission that leaves tokens forgets the denial.
-        cache.learn("a", &admitted, cache.now(), 100 * MS, 0);
+        cache.remember("a", &admitted, cache.now(), 100 * MS, 0);
         assert!(cache.get("a").is_none());
         assert!(cache.is_empty());
     }
@@ -261,7 +281,7 @@ mod tests {
     fn the_gate_lets_a_late_client_through() {
         let cache = DenyCache::new(Duration::from_millis(50));
         // Retry after 5 ms, one token per 5 ms: 20 ms later the bucket holds several checks.
-        cache.learn("a", &denial(5), cache.now(), 5 * MS, 0);
+        cache.remember("a", &denial(5), cache.now(), 5 * MS, 0);
         std::thread::sleep(Duration::from_millis(20));
         assert!(cache.get("a").is_none());
         assert!(
@@ -269,7 +289,7 @@ mod tests {
             "beyond one interval after expiry nobody is held"
         );
         // A refresher that never reports holds the others for the deadline at most.
-        cache.learn("b", &denial(5), cache.now(), 10_000 * MS, 0);
+        cache.remember("b", &denial(5), cache.now(), 10_000 * MS, 0);
         std::thread::sleep(Duration::from_millis(6));
         assert!(cache.get("b").is_none());
         assert!(cache.get("b").is_some());
@@ -281,7 +301,7 @@ mod tests {
     fn stays_bounded() {
         let cache = DenyCache::new(Duration::from_millis(50));
         for i in 0..CAPACITY * 2 {
-            cache.learn(&format!("k{i}"), &denial(60_000), cache.now(), MS, 0);
+            cache.remember(&format!("k{i}"), &denial(60_000), cache.now(), MS, 0);
         }
         assert!(cache.len() <= CAPACITY, "{}", cache.len());
     }

@@ -137,12 +137,37 @@ pub(crate) fn denied(flux: &Flux, decision: &Decision, limits: &[Limit]) -> Resp
     }
 }
 
-/// The client key of `key = "ip"`: the peer address (IPv6 by /64), or, behind trusted
-/// proxies, the address they forwarded. Needs
-/// `into_make_service_with_connect_info::<SocketAddr>()`; without it the request is
+/// The client key of `key = "ip"`, as an axum extractor: the peer address (IPv6 by /64),
+/// or, behind the trusted proxies of the limiter serving the request, the address they
+/// forwarded. That limiter is the [`Flux`] in the request's extensions (inserted with
+/// `Extension(flux)`), else the process-wide one.
+///
+/// Needs `into_make_service_with_connect_info::<SocketAddr>()`; without it the request is
 /// answered `500` with an error log that says so, never lumped into a shared bucket.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use flux::ClientIp;
+///
+/// async fn whoami(ip: ClientIp) -> String {
+///     format!("you are {}", ip.key().as_str())
+/// }
+/// let app: Router = Router::new().route("/whoami", get(whoami));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientIp(pub Key);
+pub struct ClientIp(Key);
+
+impl ClientIp {
+    /// The client's key: `192.0.2.1`, or `2001:db8:1:2::/64` for an IPv6 client.
+    pub fn key(&self) -> &Key {
+        &self.0
+    }
+
+    /// The client's key, by value.
+    pub fn into_key(self) -> Key {
+        self.0
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Response;
@@ -175,14 +200,18 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             )
                 .into_response());
         };
-        let ip = Flux::global()
-            .trusted_proxies()
-            .client_ip(peer, &parts.headers);
+        let ip = match parts.extensions.get::<Flux>() {
+            Some(flux) => flux.trusted_proxies().client_ip(peer, &parts.headers),
+            None => Flux::global()
+                .trusted_proxies()
+                .client_ip(peer, &parts.headers),
+        };
         Ok(ClientIp(Key::from_ip(ip)))
     }
 }
 
-/// The key of `key = "header:NAME"` for names of up to 32 bytes, read without copying the
+/// Not public API (reached through `__private`): the key of `key = "header:NAME"` for names
+/// of up to 32 bytes, read without copying the
 /// request's other headers: the lowercase name is packed, little-endian and zero-padded, into
 /// the two const parameters (a type cannot carry a `&str` on stable Rust). A request without
 /// the header is refused with `400`, never lumped with other clients.
@@ -223,7 +252,8 @@ fn missing_header(name: &str) -> Response {
         .into_response()
 }
 
-/// The request's headers, for `key = "header:NAME"` with names longer than 32 bytes.
+/// Not public API (reached through `__private`): the request's headers, for
+/// `key = "header:NAME"` with names longer than 32 bytes.
 #[derive(Clone, Debug)]
 pub struct RequestHeaders(pub HeaderMap);
 

@@ -56,24 +56,32 @@
 //! in-memory backend, announced by one WARN log, so examples run with no Redis at all.
 
 mod breaker;
+mod builder;
+mod decision;
 mod deny_cache;
+mod error;
 mod gcra;
 mod http;
-mod decision;
 mod key;
 mod limit;
 mod limiter;
 mod memory;
+mod policy;
 mod proxy;
-mod redis_backend;
+mod redis_store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use crate::breaker::BreakerConfig;
-pub use crate::http::{ClientIp, HeaderKey, RATELIMIT, RATELIMIT_POLICY, RequestHeaders};
-pub use crate::key::{Key, MAX_PLAIN_KEY_LEN, ToKey};
+pub use crate::builder::{Builder, DEFAULT_DEADLINE, DenyResponse};
 pub use crate::decision::{Decision, RateLimited, Source};
+pub use crate::error::Error;
+pub use crate::http::{ClientIp, RATELIMIT, RATELIMIT_POLICY};
+pub use crate::key::{Key, MAX_PLAIN_KEY_LEN, ToKey};
 pub use crate::limit::Limit;
-pub use crate::limiter::{Builder, DEFAULT_DEADLINE, DenyResponse, Error, FailurePolicy, Flux};
+pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
+pub use crate::policy::FailurePolicy;
 pub use flux_core::{LimitError, Rate, RateError};
 
 pub use flux_macros::rate_limit;

@@ -1,407 +1,36 @@
 //! `Flux`, the configured limiter: backend, deadline, breaker and failure policy.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::breaker::{Breaker, BreakerConfig, Pass};
+use crate::breaker::Pass;
+use crate::builder::DenyResponse;
 use crate::deny_cache::DenyCache;
 use crate::gcra::{Bucket, Params};
-use crate::memory::{Clock, MemoryStore, MonotonicClock};
+use crate::memory::MemoryStore;
 use crate::proxy::TrustedProxies;
-use crate::redis_backend::RedisStore;
-use crate::{Decision, Limit, Source, ToKey};
+use crate::redis_store::RedisStore;
+use crate::{Builder, Decision, Error, FailurePolicy, Limit, Source, ToKey};
 
-/// What a check does when Redis cannot answer within the deadline (or the breaker is open).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailurePolicy {
-    /// Admit the request unchecked: the service keeps serving (the default).
-    #[default]
-    Open,
-    /// Refuse the request; HTTP handlers answer `503 Service Unavailable`.
-    Closed,
-    /// Decide with per-process buckets until Redis is back: limits hold per instance.
-    Local,
-}
-
-impl FailurePolicy {
-    /// `"open"`, `"closed"` or `"local"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FailurePolicy::Open => "open",
-            FailurePolicy::Closed => "closed",
-            FailurePolicy::Local => "local",
-        }
-    }
-}
-
-impl fmt::Display for FailurePolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for FailurePolicy {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "open" => Ok(FailurePolicy::Open),
-            "closed" => Ok(FailurePolicy::Closed),
-            "local" => Ok(FailurePolicy::Local),
-            other => Err(Error::Config(format!(
-                "unknown failure policy {other:?}: expected \"open\", \"closed\" or \"local\""
-            ))),
-        }
-    }
-}
-
-/// Errors of configuration and of the Redis backend.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// A setting is invalid (the message says which and why).
-    Config(String),
-    /// Redis answered with an error or the connection failed.
-    Redis(redis::RedisError),
-    /// Redis did not answer within the deadline.
-    Timeout(Duration),
-    /// Redis answered something the script never returns.
-    Protocol(String),
-    /// [`Builder::install`] was called when a limiter was already installed (or in use).
-    AlreadyInstalled,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(msg) => write!(f, "flux configuration: {msg}"),
-            Error::Redis(e) => write!(f, "Redis: {e}"),
-            Error::Timeout(d) => write!(f, "Redis did not answer within the {d:?} deadline"),
-            Error::Protocol(msg) => write!(f, "unexpected reply from Redis: {msg}"),
-            Error::AlreadyInstalled => f.write_str(
-                "a global Flux limiter is already installed (install() runs once, before the first check)",
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Redis(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<redis::RedisError> for Error {
-    fn from(e: redis::RedisError) -> Self {
-        Error::Redis(e)
-    }
-}
-
-/// The answer returned instead of the default 429/503 response, see
-/// [`Builder::deny_response`].
-pub type DenyResponse = Arc<dyn Fn(&Decision) -> axum::response::Response + Send + Sync>;
-
-enum Target {
-    Memory,
-    Redis(String),
-    Cluster(Vec<String>),
-}
-
-/// Configures a [`Flux`]. Start from [`Flux::builder`] (nothing set: in-memory backend) or
-/// [`Builder::from_env`].
-///
-/// ```
-/// use flux::{Flux, FailurePolicy};
-/// use std::time::Duration;
-///
-/// let flux = Flux::builder()
-///     .redis("redis://127.0.0.1:6379/")
-///     .key_prefix("myapp")
-///     .deadline(Duration::from_millis(25))
-///     .failure_policy(FailurePolicy::Local)
-///     .trusted_proxies(["10.0.0.0/8"])
-///     .build()?;
-/// assert!(flux.describe().contains("redis://127.0.0.1:6379"));
-/// # Ok::<(), flux::Error>(())
-/// ```
-#[must_use]
-pub struct Builder {
-    target: Target,
-    prefix: String,
-    deadline: Duration,
-    policy: FailurePolicy,
-    breaker: BreakerConfig,
-    proxies: Vec<String>,
-    deny: Option<DenyResponse>,
-    clock: Option<Box<dyn Clock>>,
-    deny_cache: bool,
-    from_env: bool,
-}
-
-/// The default deadline of a Redis call: long enough for a busy Redis on a loaded machine,
-/// short enough that a hung one is noticed at once.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
-
-impl Default for Builder {
-    fn default() -> Self {
-        Builder {
-            target: Target::Memory,
-            prefix: "flux".to_owned(),
-            deadline: DEFAULT_DEADLINE,
-            policy: FailurePolicy::Open,
-            breaker: BreakerConfig::default(),
-            proxies: Vec::new(),
-            deny: None,
-            clock: None,
-            deny_cache: true,
-            from_env: false,
-        }
-    }
-}
-
-impl Builder {
-    /// A builder configured from the environment:
-    ///
-    /// | variable | meaning | default |
-    /// |---|---|---|
-    /// | `FLUX_REDIS_URL` | `redis://` or `rediss://` URL (password in the URL) | unset: in-memory |
-    /// | `FLUX_REDIS_CLUSTER` | comma-separated node URLs of a Redis Cluster | unset |
-    /// | `FLUX_KEY_PREFIX` | prefix of every Redis key | `flux` |
-    /// | `FLUX_DEADLINE_MS` | deadline of each Redis call, in ms | `50` |
-    /// | `FLUX_FAILURE_POLICY` | `open`, `closed` or `local` | `open` |
-    /// | `FLUX_TRUSTED_PROXIES` | comma-separated IPs/CIDRs whose forwarding headers count | none |
-    /// | `FLUX_DENY_CACHE` | `off` disables the per-instance cache of Redis' denials | `on` |
-    pub fn from_env() -> Result<Builder, Error> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-        let mut builder = Builder {
-            from_env: true,
-            ..Builder::default()
-        };
-        if let Some(nodes) = var("FLUX_REDIS_CLUSTER") {
-            builder = builder.redis_cluster(nodes.split(',').map(str::trim));
-        } else if let Some(url) = var("FLUX_REDIS_URL") {
-            builder = builder.redis(url.trim());
-        }
-        if let Some(prefix) = var("FLUX_KEY_PREFIX") {
-            builder = builder.key_prefix(prefix.trim());
-        }
-        if let Some(ms) = var("FLUX_DEADLINE_MS") {
-            let ms: u64 = ms.trim().parse().map_err(|_| {
-                Error::Config(format!(
-                    "FLUX_DEADLINE_MS={ms:?} is not a whole number of milliseconds"
-                ))
-            })?;
-            builder = builder.deadline(Duration::from_millis(ms));
-        }
-        if let Some(policy) = var("FLUX_FAILURE_POLICY") {
-            builder = builder.failure_policy(policy.parse()?);
-        }
-        if let Some(switch) = var("FLUX_DENY_CACHE") {
-            builder = builder.deny_cache(match switch.trim().to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                other => {
-                    return Err(Error::Config(format!(
-                        "FLUX_DENY_CACHE={other:?}: expected \"on\" or \"off\""
-                    )));
-                }
-            });
-        }
-        if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
-            builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
-        }
-        Ok(builder)
-    }
-
-    /// Use one Redis server (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS).
-    pub fn redis(mut self, url: impl Into<String>) -> Self {
-        self.target = Target::Redis(url.into());
-        self
-    }
-
-    /// Use a Redis Cluster, reached through any of these node URLs.
-    pub fn redis_cluster<I, S>(mut self, nodes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Use the in-memory backend: limits hold per process only.
-    pub fn memory(mut self) -> Self {
-        self.target = Target::Memory;
-        self
-    }
-
-    /// Prefix of every Redis key (default `flux`); lets several services share a Redis.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// Longest a check waits for Redis before the failure policy applies (default 50 ms).
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
-        self
-    }
-
-    /// What checks do while Redis is unavailable (default [`FailurePolicy::Open`]).
-    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// Circuit-breaker settings (default: open after 3 consecutive failures, probe every 500 ms).
-    pub fn breaker(mut self, threshold: u32, probe_interval: Duration) -> Self {
-        self.breaker = BreakerConfig {
-            threshold,
-            probe_interval,
-        };
-        self
-    }
-
-    /// Proxies (IP addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-For` headers
-    /// are believed by `key = "ip"`. The client is the rightmost address not in this list.
-    pub fn trusted_proxies<I, S>(mut self, proxies: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.proxies = proxies.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Replaces the response of `#[rate_limit]` handlers on denial (429) and under the
-    /// `Closed` policy (503). The RateLimit header fields and `Retry-After` are added to it
-    /// unless it sets them itself.
-    pub fn deny_response<F>(mut self, respond: F) -> Self
-    where
-        F: Fn(&Decision) -> axum::response::Response + Send + Sync + 'static,
-    {
-        self.deny = Some(Arc::new(respond));
-        self
-    }
-
-    /// Whether this instance remembers Redis' denials until their `retry_after` and answers
-    /// repeats itself (default on). A flooding client then costs Redis about one call per
-    /// retry window per instance, however many connections it floods over; admitted counts
-    /// are unchanged, since only what Redis would deny is answered locally.
-    pub fn deny_cache(mut self, enabled: bool) -> Self {
-        self.deny_cache = enabled;
-        self
-    }
-
-    /// The clock of the in-memory backend and of the `Local` fallback (tests drive time with
-    /// a [`ManualClock`](crate::ManualClock)). Redis always uses its own clock.
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(Box::new(clock));
-        self
-    }
-
-    /// Builds the limiter. Connections to Redis are made on first use, so this neither
-    /// blocks nor fails when Redis is down; see [`Flux::ping`] for a startup check.
-    pub fn build(self) -> Result<Flux, Error> {
-        if self.prefix.contains(['{', '}']) {
-            return Err(Error::Config(format!(
-                "key prefix {:?} may not contain '{{' or '}}' (they delimit the Redis Cluster hash tag)",
-                self.prefix
-            )));
-        }
-        if self.deadline.is_zero() {
-            return Err(Error::Config(
-                "the deadline must be longer than zero".to_owned(),
-            ));
-        }
-        let proxies = TrustedProxies::parse(&self.proxies)?;
-        let clock = self
-            .clock
-            .unwrap_or_else(|| Box::new(MonotonicClock::default()));
-        let memory = MemoryStore::new(clock);
-        let backend = match &self.target {
-            Target::Memory => Backend::Memory,
-            Target::Redis(url) => Backend::Redis(Box::new(RedisStore::single(url)?)),
-            Target::Cluster(nodes) if nodes.is_empty() => {
-                return Err(Error::Config(
-                    "a Redis Cluster needs at least one node URL".to_owned(),
-                ));
-            }
-            Target::Cluster(nodes) => Backend::Redis(Box::new(RedisStore::cluster(nodes)?)),
-        };
-        // A cluster gets one circuit per master: a lost master fails only its own slots.
-        let circuits = match &self.target {
-            Target::Cluster(_) => crate::redis_backend::NODE_CIRCUITS,
-            _ => 1,
-        };
-        let backend_kind = match backend {
-            Backend::Memory => BackendKind::Memory,
-            Backend::Redis(_) => BackendKind::Redis,
-        };
-        if self.from_env && matches!(backend, Backend::Memory) {
-            tracing::warn!(
-                target: "flux",
-                "FLUX_REDIS_URL is not set: using the in-memory backend, so rate limits hold per process, \
-                 not across instances"
-            );
-        }
-        Ok(Flux {
-            inner: Arc::new(Inner {
-                backend,
-                memory,
-                prefix: self.prefix,
-                deadline: self.deadline,
-                policy: self.policy,
-                breaker: Arc::new(Breaker::new(self.breaker, self.deadline, circuits)),
-                proxies,
-                deny: self.deny,
-                deny_cache: (self.deny_cache && !matches!(backend_kind, BackendKind::Memory))
-                    .then(|| DenyCache::new(self.deadline)),
-            }),
-        })
-    }
-
-    /// Builds the limiter and makes it the process-wide one that `#[rate_limit]` uses.
-    ///
-    /// Call it once at startup, before the first check; otherwise the first check installs
-    /// one from the environment ([`Builder::from_env`]) and this returns
-    /// [`Error::AlreadyInstalled`].
-    pub fn install(self) -> Result<Flux, Error> {
-        let flux = self.build()?;
-        GLOBAL
-            .set(flux.clone())
-            .map_err(|_| Error::AlreadyInstalled)?;
-        Ok(flux)
-    }
-}
-
-enum Backend {
+/// Where buckets live.
+pub(crate) enum Backend {
     Memory,
     Redis(Box<RedisStore>),
 }
 
-enum BackendKind {
-    Memory,
-    Redis,
-}
-
-struct Inner {
-    backend: Backend,
+/// A limiter's configuration and state, shared by its clones.
+pub(crate) struct Inner {
+    pub(crate) backend: Backend,
     /// The in-memory backend's buckets, or the `Local` policy's fallback buckets.
-    memory: MemoryStore,
-    prefix: String,
-    deadline: Duration,
-    policy: FailurePolicy,
-    breaker: Arc<Breaker>,
-    proxies: TrustedProxies,
-    deny: Option<DenyResponse>,
-    deny_cache: Option<DenyCache>,
+    pub(crate) memory: MemoryStore,
+    pub(crate) prefix: String,
+    pub(crate) deadline: Duration,
+    pub(crate) policy: FailurePolicy,
+    pub(crate) proxies: TrustedProxies,
+    pub(crate) deny: Option<DenyResponse>,
+    /// Redis' recent denials (Redis backend only, unless turned off).
+    pub(crate) deny_cache: Option<DenyCache>,
 }
 
 /// The configured rate limiter. Cheap to clone: clones share connections and buckets.
@@ -429,6 +58,17 @@ pub struct Flux {
 static GLOBAL: OnceLock<Flux> = OnceLock::new();
 
 impl Flux {
+    pub(crate) fn new(inner: Inner) -> Flux {
+        Flux {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Makes `flux` the process-wide limiter, unless one is installed (or in use) already.
+    pub(crate) fn install_global(flux: Flux) -> Result<(), Error> {
+        GLOBAL.set(flux).map_err(|_| Error::AlreadyInstalled)
+    }
+
     /// A builder with nothing set: in-memory backend, prefix `flux`, 50 ms deadline, `Open`.
     pub fn builder() -> Builder {
         Builder::default()
@@ -477,55 +117,35 @@ impl Flux {
             return self.local(&key, limits, &plan, None, Source::Backend);
         };
         // The breaker first: during an outage a check costs nothing more than this.
-        let circuit = redis.circuit(key.slot());
-        let ticket = self.inner.breaker.pass(circuit);
+        let ticket = redis.pass(key.slot());
         // A denial Redis gave moments ago stands, during an outage too (a probe still asks
         // Redis). The check's identity is built only while the cache holds anything.
-        let cache = self.inner.deny_cache.as_ref().filter(|c| !c.is_empty());
+        let cache = self.inner.deny_cache.as_ref();
         if ticket.pass != Pass::Probe
-            && let Some(denied) = cache.and_then(|c| c.get(&plan.id()))
+            && let Some(denied) = cache
+                .filter(|c| !c.is_empty())
+                .and_then(|c| c.get(&plan.id()))
         {
             return denied;
         }
         if ticket.pass != Pass::Skip {
-            let sent = self.inner.deny_cache.as_ref().map_or(0, DenyCache::now);
+            let sent = cache.map_or(0, DenyCache::now);
             let mut out = Vec::with_capacity(limits.len());
-            let call = redis.check(
-                &self.inner.breaker,
-                &plan.keys,
-                &plan.params,
-                None,
-                &mut out,
-            );
-            match tokio::time::timeout(self.inner.deadline, call).await {
+            let call = redis.check(&plan.keys, &plan.params, None, &mut out);
+            let error = match tokio::time::timeout(self.inner.deadline, call).await {
                 Ok(Ok(allowed)) => {
-                    self.inner.breaker.success(circuit, ticket);
+                    redis.succeeded(ticket);
                     let decision = summarize(allowed, &out, limits, Source::Backend);
-                    if let Some(cache) = &self.inner.deny_cache {
-                        // What the deciding bucket needs before this check fits again.
-                        let p = plan.params[decision.index];
-                        let wait = out[decision.index].reset_after + p.increment;
-                        let wait = wait.saturating_sub(p.tolerance);
-                        if !decision.allowed || wait > 0 || !cache.is_empty() {
-                            cache.learn(&plan.id(), &decision, sent, p.interval, wait);
-                        }
+                    if let Some(cache) = cache {
+                        let i = decision.index;
+                        cache.learn(|| plan.id(), &decision, sent, plan.params[i], &out[i]);
                     }
                     return decision;
                 }
-                Ok(Err(e)) => {
-                    self.inner
-                        .breaker
-                        .failure(circuit, ticket, policy.as_str(), &e);
-                    redis.refresh_nodes(&self.inner.breaker);
-                }
-                Err(_) => {
-                    let e = Error::Timeout(self.inner.deadline);
-                    self.inner
-                        .breaker
-                        .failure(circuit, ticket, policy.as_str(), &e);
-                    redis.refresh_nodes(&self.inner.breaker);
-                }
-            }
+                Ok(Err(e)) => e,
+                Err(_) => Error::Timeout(self.inner.deadline),
+            };
+            redis.failed(ticket, policy, &error);
         }
         match policy {
             FailurePolicy::Open => Decision::unchecked(true, Source::FailOpen),
@@ -537,13 +157,12 @@ impl Flux {
     /// Checks without breaker or failure policy: Redis' answer or its error (with the
     /// deadline applied). For callers that want to handle failures themselves.
     pub async fn try_check(&self, key: impl ToKey, limits: &[Limit]) -> Result<Decision, Error> {
-        self.try_check_at(key, limits, None).await
+        self.decide(key, limits, None).await
     }
 
-    /// [`try_check`](Self::try_check) at an explicit time in µs instead of the backend's
-    /// clock. Only for tests that compare the backends on the same arrival times.
-    #[doc(hidden)]
-    pub async fn try_check_at(
+    /// [`try_check`](Self::try_check), at `now_micros` (µs on the backend's time line) when
+    /// given, instead of the backend's clock.
+    pub(crate) async fn decide(
         &self,
         key: impl ToKey,
         limits: &[Limit],
@@ -558,13 +177,7 @@ impl Flux {
             Backend::Memory => Ok(self.local(&key, limits, &plan, now_micros, Source::Backend)),
             Backend::Redis(redis) => {
                 let mut out = Vec::with_capacity(limits.len());
-                let call = redis.check(
-                    &self.inner.breaker,
-                    &plan.keys,
-                    &plan.params,
-                    now_micros,
-                    &mut out,
-                );
+                let call = redis.check(&plan.keys, &plan.params, now_micros, &mut out);
                 let allowed = tokio::time::timeout(self.inner.deadline, call)
                     .await
                     .map_err(|_| Error::Timeout(self.inner.deadline))??;
@@ -589,14 +202,17 @@ impl Flux {
     pub fn describe(&self) -> String {
         match &self.inner.backend {
             Backend::Memory => "in-memory (limits per process)".to_owned(),
-            Backend::Redis(redis) => format!("Redis at {}", redis.display),
+            Backend::Redis(redis) => format!("Redis at {}", redis.display()),
         }
     }
 
     /// Whether the circuit breaker is open: Redis is considered down and checks take the
     /// failure policy without calling it.
     pub fn is_degraded(&self) -> bool {
-        self.inner.breaker.is_open()
+        match &self.inner.backend {
+            Backend::Memory => false,
+            Backend::Redis(redis) => redis.is_degraded(),
+        }
     }
 
     /// The default failure policy.

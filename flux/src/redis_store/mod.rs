@@ -1,0 +1,337 @@
+//! The Redis backend: one atomic Lua call per check, on a multiplexed connection, behind the
+//! store's own circuit breaker.
+//!
+//! `nodes` maps a cluster's hash slots to masters (one breaker circuit each); `batch`
+//! pipelines concurrent checks on a single connection.
+
+mod batch;
+mod nodes;
+
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::OnceCell;
+
+use self::batch::Batcher;
+use self::nodes::{NODE_CIRCUITS, NodeMap};
+use crate::breaker::{Breaker, BreakerConfig, Ticket};
+use crate::gcra::{Bucket, Params};
+use crate::{Error, FailurePolicy};
+
+/// The token-bucket script, `lua/gcra.lua` (carried in this folder as a link, so that the
+/// published crate holds it), one per process. Checks send `EVALSHA` with its hash
+/// (concurrent ones pipelined together, see `batch`); a `NOSCRIPT` reply (a flushed script
+/// cache, a restarted or failed-over Redis) loads it with `SCRIPT LOAD` and runs the check
+/// again, inside the same check.
+///
+/// KEYS: the bucket keys of one client (one hash tag). ARGV: `now` in µs or `""` (server
+/// `TIME`), then per key: emission interval, tolerance, increment (µs). Returns
+/// `[allowed, (remaining, retry_after_us, reset_after_us) per key]`.
+static GCRA_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));
+
+pub(crate) struct RedisStore {
+    conn: Conn,
+    /// One circuit for a single Redis, one per master on a cluster.
+    breaker: Arc<Breaker>,
+    /// The target with any password removed, for logs and errors.
+    display: String,
+}
+
+enum Conn {
+    Single {
+        client: redis::Client,
+        /// Made on first use, inside the runtime (building a `Flux` needs none).
+        manager: OnceLock<ConnectionManager>,
+        batcher: Batcher,
+    },
+    Cluster {
+        client: Box<ClusterClient>,
+        conn: OnceCell<ClusterConnection>,
+        nodes: Arc<NodeMap>,
+    },
+}
+
+/// How long one attempt to open a connection may take (TLS handshakes included). Checks
+/// never wait for it longer than their own deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl RedisStore {
+    /// A store for one Redis at `url`; connects lazily, on first use. Calls whose deadline
+    /// is `deadline` feed its breaker.
+    pub(crate) fn single(
+        url: &str,
+        breaker: BreakerConfig,
+        deadline: Duration,
+    ) -> Result<RedisStore, Error> {
+        ensure_crypto_provider();
+        let display = redact(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::Config(format!("invalid Redis URL {display}: {e}")))?;
+        Ok(RedisStore {
+            conn: Conn::Single {
+                client,
+                manager: OnceLock::new(),
+                batcher: Batcher::new(),
+            },
+            breaker: Arc::new(Breaker::new(breaker, deadline, 1)),
+            display,
+        })
+    }
+
+    fn manager(
+        &self,
+        client: &redis::Client,
+        cell: &OnceLock<ConnectionManager>,
+    ) -> Result<ConnectionManager, Error> {
+        if let Some(manager) = cell.get() {
+            return Ok(manager.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            // Flux puts its own deadline on every call (checks never wait for a reconnection
+            // longer than that). A lost connection is re-dialled in the background for about
+            // a second (20 ms, 40 ms, ... capped at 250 ms), so that a Redis that comes back
+            // is connected before the breaker's next probe; after that, the next failed call
+            // starts another round.
+            .set_response_timeout(None)
+            .set_number_of_retries(6)
+            .set_min_delay(Duration::from_millis(20))
+            .set_max_delay(Duration::from_millis(250));
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
+                Error::Config(format!(
+                    "cannot set up the Redis client for {}: {e}",
+                    self.display
+                ))
+            })?;
+        Ok(cell.get_or_init(|| manager).clone())
+    }
+
+    /// A store for a Redis Cluster reached through any of `urls`; connects on first use.
+    /// Its breaker has one circuit per master: a lost master fails only its own slots.
+    pub(crate) fn cluster(
+        urls: &[String],
+        breaker: BreakerConfig,
+        deadline: Duration,
+    ) -> Result<RedisStore, Error> {
+        ensure_crypto_provider();
+        let display = format!(
+            "cluster [{}]",
+            urls.iter()
+                .map(|u| redact(u))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let client = ClusterClient::builder(urls.iter().map(String::as_str))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| Error::Config(format!("invalid Redis Cluster nodes {display}: {e}")))?;
+        Ok(RedisStore {
+            conn: Conn::Cluster {
+                client: Box::new(client),
+                conn: OnceCell::new(),
+                nodes: Arc::new(NodeMap::new()),
+            },
+            breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
+            display,
+        })
+    }
+
+    /// Runs the script: `Ok((allowed, buckets))`, or the Redis error.
+    pub(crate) async fn check(
+        &self,
+        keys: &[String],
+        params: &[Params],
+        at: Option<u64>,
+        out: &mut Vec<Bucket>,
+    ) -> Result<bool, Error> {
+        // EVALSHA <sha> <n> KEYS... now (interval tolerance increment)...
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(GCRA_SCRIPT.get_hash()).arg(keys.len());
+        for key in keys {
+            cmd.arg(key.as_str());
+        }
+        match at {
+            Some(now) => cmd.arg(now),
+            None => cmd.arg(""),
+        };
+        for p in params {
+            cmd.arg(p.interval).arg(p.tolerance).arg(p.increment);
+        }
+        let reply: Vec<i64> = match &self.conn {
+            Conn::Single {
+                client,
+                manager,
+                batcher,
+            } => batcher.run(cmd, self.manager(client, manager)?).await?,
+            Conn::Cluster {
+                client,
+                conn,
+                nodes,
+                ..
+            } => {
+                let conn = conn
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await?;
+                if !nodes.is_known() {
+                    self.refresh_nodes();
+                }
+                // The cluster client routes by the first key; `SCRIPT LOAD` goes to every
+                // master, so a node that never saw the script recovers too.
+                direct(&cmd, conn.clone()).await?
+            }
+        };
+        parse_reply(&reply, keys.len(), out)
+    }
+
+    /// What the breaker says about a check of a client key in hash slot `slot` (on a
+    /// cluster, the circuit of the slot's master): call Redis, probe it, or skip it.
+    pub(crate) fn pass(&self, slot: usize) -> Ticket {
+        let circuit = match &self.conn {
+            Conn::Single { .. } => 0,
+            Conn::Cluster { nodes, .. } => nodes.circuit(slot),
+        };
+        self.breaker.pass(circuit)
+    }
+
+    /// Reports that the call of `ticket` succeeded.
+    pub(crate) fn succeeded(&self, ticket: Ticket) {
+        self.breaker.success(ticket);
+    }
+
+    /// Reports that the call of `ticket` failed (the policy only names the consequence in
+    /// the log). On a cluster, the slot map is read again: a master may have failed over.
+    pub(crate) fn failed(&self, ticket: Ticket, policy: FailurePolicy, error: &Error) {
+        self.breaker.failure(ticket, policy.as_str(), error);
+        self.refresh_nodes();
+    }
+
+    /// Whether the breaker is open on any circuit: some checks skip Redis.
+    pub(crate) fn is_degraded(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// The target with any password removed, for logs and errors.
+    pub(crate) fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// On a cluster, re-reads which master serves which slot, in the background (at most
+    /// once a second). Called after connecting and after failures.
+    fn refresh_nodes(&self) {
+        let Conn::Cluster { conn, nodes, .. } = &self.conn else {
+            return;
+        };
+        let Some(conn) = conn.get() else {
+            return;
+        };
+        if !nodes.due() {
+            return;
+        }
+        let mut conn = conn.clone();
+        let map = Arc::clone(nodes);
+        let breaker = Arc::clone(&self.breaker);
+        tokio::spawn(async move {
+            let cmd = redis::cmd("CLUSTER").arg("SLOTS").clone();
+            let reply = cmd.query_async::<redis::Value>(&mut conn);
+            if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), reply).await {
+                for orphan in map.apply(&reply) {
+                    breaker.forget(orphan);
+                }
+            }
+        });
+    }
+
+    /// Sends `PING`.
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        let cmd = redis::cmd("PING");
+        match &self.conn {
+            Conn::Single {
+                client, manager, ..
+            } => {
+                cmd.query_async::<String>(&mut self.manager(client, manager)?)
+                    .await?;
+            }
+            Conn::Cluster { client, conn, .. } => {
+                let conn = conn
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await?;
+                cmd.query_async::<String>(&mut conn.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `rediss://` needs a process-wide rustls crypto provider; install ring's unless the
+/// application chose one already (then `install_default` fails harmlessly).
+fn ensure_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// One check on the connection itself, reloading the script after `NOSCRIPT`.
+pub(super) async fn direct<C: redis::aio::ConnectionLike>(
+    cmd: &redis::Cmd,
+    mut conn: C,
+) -> Result<Vec<i64>, Error> {
+    match cmd.query_async::<Vec<i64>>(&mut conn).await {
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            GCRA_SCRIPT.load_async(&mut conn).await?;
+            Ok(cmd.query_async::<Vec<i64>>(&mut conn).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn parse_reply(reply: &[i64], n: usize, out: &mut Vec<Bucket>) -> Result<bool, Error> {
+    if reply.len() != 1 + 3 * n {
+        return Err(Error::Protocol(format!(
+            "the rate-limit script returned {} values for {n} keys",
+            reply.len()
+        )));
+    }
+    out.clear();
+    let nonneg = |v: i64| u64::try_from(v).unwrap_or(0);
+    for chunk in reply[1..].chunks_exact(3) {
+        out.push(Bucket {
+            remaining: nonneg(chunk[0]),
+            retry_after: nonneg(chunk[1]),
+            reset_after: nonneg(chunk[2]),
+        });
+    }
+    Ok(reply[0] == 1)
+}
+
+/// `redis://user:secret@host/` -> `redis://user:***@host/`: URLs in logs never carry secrets.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact("redis://:hunter2@10.0.0.1:6379/0"),
+            "redis://:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(redact("rediss://app:p@ss@host/"), "rediss://app:***@host/");
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+}
