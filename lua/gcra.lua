@@ -9,8 +9,8 @@
 --           tau = burst x T, increment = cost x T (integer microseconds)
 --
 -- Returns { allowed (1|0), then for each limit i: remaining, retry_after_us, reset_after_us }.
--- On admission every key is set to its new TAT with PEXPIRE = time until its bucket is full;
--- on denial nothing is written.
+-- On admission every key is set to its new TAT with `SET key tat PX ttl`, ttl = the time until
+-- its bucket is full again (so idle clients cost no memory); on denial nothing is written.
 
 if redis.replicate_commands then
   -- Redis < 5: TIME is non-deterministic; replicate effects, not the script.

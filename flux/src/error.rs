@@ -15,7 +15,7 @@ pub enum Error {
     Timeout(Duration),
     /// Redis answered something the script never returns.
     Protocol(String),
-    /// [`Builder::install`] was called when a limiter was already installed (or in use).
+    /// [`Builder::install`](crate::Builder::install) was called when a limiter was already installed (or in use).
     AlreadyInstalled,
 }
 

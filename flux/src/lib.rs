@@ -1,12 +1,27 @@
 //! # Flux: distributed rate limiting in one line
 //!
-//! ```ignore
-//! #[flux::rate_limit(rate = "100/s", burst = 20, key = "ip")]
-//! async fn search(Query(q): Query<Params>) -> impl IntoResponse { /* ... */ }
+//! The package is `flux-ratelimit`; the library is imported as `flux`:
+//!
+//! ```toml
+//! [dependencies]
+//! flux-ratelimit = "0.1"
+//! ```
+//!
+//! ```
+//! use axum::{Router, extract::Query, response::IntoResponse, routing::get};
+//! use flux::rate_limit;
+//! # #[derive(serde::Deserialize)] struct Params { q: String }
+//!
+//! #[rate_limit(rate = "100/s", burst = 20, key = "ip")]
+//! async fn search(Query(params): Query<Params>) -> impl IntoResponse {
+//!     format!("results for {}", params.q)
+//! }
+//!
+//! let app: Router = Router::new().route("/search", get(search));
 //! ```
 //!
 //! Every instance of the service shares one token bucket per (limit, client) in Redis. Each
-//! check is **one atomic Lua script call** (`lua/gcra.lua`): no read-then-write race, however
+//! check is **one atomic Lua script call** (`gcra.lua`): no read-then-write race, however
 //! many instances and requests. Admitted requests get the handler's response with the
 //! RateLimit header fields; denied ones `429 Too Many Requests` with `Retry-After`.
 //!

@@ -326,6 +326,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_crate_carries_the_script_of_lua_folder() {
+        // gcra.lua here is a link to lua/gcra.lua (which `cargo package` follows): a checkout
+        // without symbolic links would hold the link's path instead of the script.
+        let script = include_str!("gcra.lua");
+        assert!(script.starts_with("-- Flux: token bucket"), "{script}");
+        assert!(script.contains("redis.call('TIME')"));
+    }
+
+    #[test]
     fn passwords_never_reach_logs() {
         assert_eq!(
             redact("redis://:hunter2@10.0.0.1:6379/0"),
