@@ -5,11 +5,20 @@ use std::future::Future;
 
 use axum::response::IntoResponse;
 
-pub use crate::http::{ClientIp, HeaderKey, RequestHeaders};
+pub use crate::http::{HeaderKey, RequestHeaders, Scope};
 pub use crate::{FailurePolicy, Key, Limit};
 pub use axum::response::Response;
 
 use crate::{RateLimited, ToKey};
+
+/// A check's options from the attribute: `on_error`, `mode` (shadow: `Some(true)`; enforce:
+/// `Some(false)`; unset: the limiter's) and whether `exempt = EXPR` held for this call.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub on_error: Option<FailurePolicy>,
+    pub shadow: Option<bool>,
+    pub exempt: bool,
+}
 
 /// The key of `key = "global"`.
 pub fn key_global() -> Key {
@@ -21,16 +30,16 @@ pub fn key_of<T: ToKey + ?Sized>(value: &T) -> Key {
     value.to_key()
 }
 
-/// The key of `key = "ip"`.
-pub fn key_ip(ip: ClientIp) -> Result<Key, Response> {
-    Ok(ip.into_key())
+/// The key of `key = "ip"`: the client's address from the request's scope.
+pub fn key_ip(scope: &Scope<true>) -> Result<Key, Response> {
+    scope.ip_key()
 }
 
 /// The key of `key = "header:NAME"` (names up to 32 bytes).
 pub fn key_header_packed<const A: u128, const B: u128>(
     header: HeaderKey<A, B>,
 ) -> Result<Key, Response> {
-    Ok(header.0)
+    header.key()
 }
 
 /// The key of `key = "header:NAME"`.
@@ -44,41 +53,57 @@ pub fn typed<R, F: Future<Output = R>>(body: F) -> F {
     body
 }
 
-/// The body of a rate-limited axum handler: check, then run the handler's body and add the
-/// RateLimit header fields to its response, or answer 429/503 without running it.
-pub async fn http<R, F>(
+/// The body of a rate-limited axum handler, on the limiter that serves the request: an
+/// exempt request runs the body unchecked; otherwise check, then run the body and add the
+/// RateLimit header fields to its response (not in shadow mode), or answer 429/503 without
+/// running it.
+pub async fn http<R, F, const IP: bool>(
+    scope: Scope<IP>,
     limits: &'static [Limit],
     key: Result<Key, Response>,
-    on_error: Option<FailurePolicy>,
+    options: Options,
     body: F,
 ) -> Response
 where
     F: Future<Output = R>,
     R: IntoResponse,
 {
+    let flux = &scope.flux;
+    if options.exempt || scope.is_exempt() {
+        flux.exempt(limits);
+        return body.await.into_response();
+    }
     let key = match key {
         Ok(key) => key,
         Err(response) => return response,
     };
-    let flux = crate::Flux::global();
-    let decision = flux.check_with_policy(&key, limits, on_error).await;
+    let shadow = options.shadow.unwrap_or_else(|| flux.is_shadow());
+    let decision = flux
+        .check_with(&key, limits, options.on_error, Some(shadow))
+        .await;
     if !decision.allowed {
         return crate::http::denied(flux, &decision, limits);
     }
     let mut response = body.await.into_response();
-    decision.write_headers(limits, response.headers_mut());
+    if !shadow {
+        decision.write_headers(limits, response.headers_mut());
+    }
     response
 }
 
-/// The check of a rate-limited plain `async fn`: `Err` on denial (and under the `Closed`
-/// policy when Redis is unavailable).
+/// The check of a rate-limited plain `async fn`, on the process-wide limiter: `Err` on
+/// denial (and under the `Closed` policy when Redis is unavailable).
 pub async fn plain(
     limits: &'static [Limit],
     key: Key,
-    on_error: Option<FailurePolicy>,
+    options: Options,
 ) -> Result<(), RateLimited> {
-    crate::Flux::global()
-        .check_with_policy(&key, limits, on_error)
+    let flux = crate::Flux::global();
+    if options.exempt {
+        flux.exempt(limits);
+        return Ok(());
+    }
+    flux.check_with(&key, limits, options.on_error, options.shadow)
         .await
         .into_result()
         .map(drop)

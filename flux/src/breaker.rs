@@ -8,6 +8,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 const CLOSED: u8 = 0;
@@ -75,6 +76,13 @@ pub(crate) struct Ticket {
     started: u64,
 }
 
+impl Ticket {
+    /// The circuit this check went through.
+    pub(crate) fn circuit(&self) -> usize {
+        self.circuit
+    }
+}
+
 /// What the breaker says about one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Pass {
@@ -95,6 +103,16 @@ struct Circuit {
     last_failure: AtomicU64,
     /// When the circuit last opened or its current probe started, in µs since `origin`.
     since: AtomicU64,
+    /// When the circuit last went from closed to open, in µs since `origin`.
+    opened: AtomicU64,
+}
+
+/// An open circuit, for health reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OpenCircuit {
+    pub(crate) index: usize,
+    /// How long it has been open.
+    pub(crate) open_for: Duration,
 }
 
 /// The breakers of one limiter: one circuit for a single Redis, one per master for a Redis
@@ -108,6 +126,8 @@ pub(crate) struct Breaker {
     circuits: Box<[Circuit]>,
     open: AtomicUsize,
     origin: Instant,
+    /// The last failure's message and time, for health reports.
+    last_error: Mutex<Option<(String, Instant)>>,
 }
 
 impl Breaker {
@@ -121,10 +141,12 @@ impl Breaker {
                     failures: AtomicU32::new(0),
                     last_failure: AtomicU64::new(0),
                     since: AtomicU64::new(0),
+                    opened: AtomicU64::new(0),
                 })
                 .collect(),
             open: AtomicUsize::new(0),
             origin: Instant::now(),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -172,19 +194,21 @@ impl Breaker {
         }
     }
 
-    /// Reports a successful call. Only a probe closes an open circuit: a call that started
-    /// before the circuit opened says nothing about Redis now.
-    pub(crate) fn success(&self, ticket: Ticket) {
+    /// Reports a successful call; true when it closed its circuit. Only a probe closes an
+    /// open circuit: a call that started before the circuit opened says nothing about Redis
+    /// now.
+    pub(crate) fn success(&self, ticket: Ticket) -> bool {
         let c = self.circuit(ticket.circuit);
         if c.failures.load(Ordering::Relaxed) != 0 {
             c.failures.store(0, Ordering::Relaxed);
         }
-        if ticket.pass == Pass::Probe
-            && c.state.swap(CLOSED, Ordering::AcqRel) != CLOSED
-            && self.open.fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            tracing::info!(target: "flux", "Redis is reachable again: rate limiting through Redis resumes");
+        if ticket.pass == Pass::Probe && c.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
+            if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+                tracing::info!(target: "flux", "Redis is reachable again: rate limiting through Redis resumes");
+            }
+            return true;
         }
+        false
     }
 
     /// Reports a failed call; `policy` and `error` are only for the log line.
@@ -192,13 +216,24 @@ impl Breaker {
     /// Calls in flight together fail together (a dropped connection fails every request on
     /// it): a failure counts only if its call started after the last counted failure, so one
     /// incident counts once and only failures in a row open the circuit.
-    pub(crate) fn failure(&self, ticket: Ticket, policy: &str, error: &dyn std::fmt::Display) {
+    ///
+    /// Returns true when this failure opened the circuit.
+    pub(crate) fn failure(
+        &self,
+        ticket: Ticket,
+        policy: &str,
+        error: &dyn std::fmt::Display,
+    ) -> bool {
         let c = self.circuit(ticket.circuit);
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((error.to_string(), Instant::now()));
         if ticket.pass == Pass::Probe {
             c.since.store(self.now(), Ordering::Release);
             c.state.store(OPEN, Ordering::Release);
             tracing::debug!(target: "flux", %error, "Redis probe failed; breaker stays open");
-            return;
+            return false;
         }
         let last = c.last_failure.load(Ordering::Acquire);
         if ticket.started < last
@@ -207,18 +242,20 @@ impl Breaker {
                 .is_err()
         {
             tracing::debug!(target: "flux", %error, "Redis call failed (same incident as the last failure)");
-            return;
+            return false;
         }
         let failures = c.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if failures < self.config.threshold.get() {
             tracing::debug!(target: "flux", %error, "Redis call failed ({failures} in a row)");
-            return;
+            return false;
         }
         if c.state
             .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            c.since.store(self.now(), Ordering::Release);
+            let now = self.now();
+            c.since.store(now, Ordering::Release);
+            c.opened.store(now, Ordering::Release);
             if self.open.fetch_add(1, Ordering::AcqRel) == 0 {
                 tracing::warn!(
                     target: "flux",
@@ -228,19 +265,52 @@ impl Breaker {
                     self.config.probe_interval
                 );
             }
+            return true;
         }
+        false
     }
 
     /// Closes circuit `index` because no slot maps to it any more (its master was replaced
     /// in a failover): nothing would ever probe it again.
-    pub(crate) fn forget(&self, index: usize) {
+    /// Returns true when it was open.
+    pub(crate) fn forget(&self, index: usize) -> bool {
         let c = self.circuit(index);
         c.failures.store(0, Ordering::Relaxed);
-        if c.state.swap(CLOSED, Ordering::AcqRel) != CLOSED
-            && self.open.fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            tracing::info!(target: "flux", "Redis Cluster failed over: rate limiting through Redis resumes");
+        if c.state.swap(CLOSED, Ordering::AcqRel) != CLOSED {
+            if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+                tracing::info!(target: "flux", "Redis Cluster failed over: rate limiting through Redis resumes");
+            }
+            return true;
         }
+        false
+    }
+
+    /// The circuits open now (half-open ones included: they await their probe).
+    pub(crate) fn open_circuits(&self) -> Vec<OpenCircuit> {
+        if !self.is_open() {
+            return Vec::new();
+        }
+        let now = self.now();
+        self.circuits
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.state.load(Ordering::Acquire) != CLOSED)
+            .map(|(index, c)| OpenCircuit {
+                index,
+                open_for: Duration::from_micros(
+                    now.saturating_sub(c.opened.load(Ordering::Acquire)),
+                ),
+            })
+            .collect()
+    }
+
+    /// The last failure's message and how long ago it happened.
+    pub(crate) fn last_error(&self) -> Option<(String, Duration)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(message, at)| (message.clone(), at.elapsed()))
     }
 
     /// Whether any circuit is open (some checks skip Redis).

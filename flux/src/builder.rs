@@ -7,7 +7,7 @@ use crate::breaker::BreakerConfig;
 use crate::deny_cache::DenyCache;
 use crate::limiter::{Backend, Inner};
 use crate::memory::{Clock, MemoryStore, MonotonicClock};
-use crate::proxy::TrustedProxies;
+use crate::proxy::{IpSet, TrustedProxies};
 use crate::redis_store::RedisStore;
 use crate::{Decision, Error, FailurePolicy, Flux};
 
@@ -46,6 +46,8 @@ pub struct Builder {
     policy: FailurePolicy,
     breaker: BreakerConfig,
     proxies: Vec<String>,
+    exempt_ips: Vec<String>,
+    shadow: bool,
     deny: Option<DenyResponse>,
     clock: Option<Box<dyn Clock>>,
     deny_cache: bool,
@@ -65,6 +67,8 @@ impl Default for Builder {
             policy: FailurePolicy::Open,
             breaker: BreakerConfig::default(),
             proxies: Vec::new(),
+            exempt_ips: Vec::new(),
+            shadow: false,
             deny: None,
             clock: None,
             deny_cache: true,
@@ -85,6 +89,8 @@ impl Builder {
     /// | `FLUX_FAILURE_POLICY` | `open`, `closed` or `local` | `open` |
     /// | `FLUX_TRUSTED_PROXIES` | comma-separated IPs/CIDRs whose forwarding headers count | none |
     /// | `FLUX_DENY_CACHE` | `off` disables the per-instance cache of Redis' denials | `on` |
+    /// | `FLUX_SHADOW` | `on`: every limit decides and counts but never denies | `off` |
+    /// | `FLUX_EXEMPT_IPS` | comma-separated IPs/CIDRs whose requests skip every limit | none |
     pub fn from_env() -> Result<Builder, Error> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mut builder = Builder {
@@ -111,15 +117,13 @@ impl Builder {
             builder = builder.failure_policy(policy.parse()?);
         }
         if let Some(switch) = var("FLUX_DENY_CACHE") {
-            builder = builder.deny_cache(match switch.trim().to_ascii_lowercase().as_str() {
-                "on" | "true" | "1" => true,
-                "off" | "false" | "0" => false,
-                other => {
-                    return Err(Error::Config(format!(
-                        "FLUX_DENY_CACHE={other:?}: expected \"on\" or \"off\""
-                    )));
-                }
-            });
+            builder = builder.deny_cache(on_off("FLUX_DENY_CACHE", &switch)?);
+        }
+        if let Some(switch) = var("FLUX_SHADOW") {
+            builder = builder.shadow(on_off("FLUX_SHADOW", &switch)?);
+        }
+        if let Some(ips) = var("FLUX_EXEMPT_IPS") {
+            builder = builder.exempt_ips(ips.split(',').map(str::trim));
         }
         if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
             builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
@@ -184,6 +188,29 @@ impl Builder {
         self
     }
 
+    /// Requests from these clients (IP addresses or CIDR networks, such as health checkers or
+    /// the office network) skip every limit of `#[rate_limit]` handlers: they never reach
+    /// Redis or the deny cache, and are counted `exempt`. The client is the address
+    /// `key = "ip"` would use (trusted proxies apply); handlers keyed otherwise need the
+    /// peer address too (`into_make_service_with_connect_info`) for this to apply.
+    pub fn exempt_ips<I, S>(mut self, ips: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exempt_ips = ips.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Shadow mode for every limit: checks decide and charge exactly as when enforcing, and
+    /// count what they would deny as `shadow_denied`, but admit every request (without
+    /// RateLimit header fields: clients see what they saw before the limit). For rolling out
+    /// a new limit; `#[rate_limit(mode = "shadow")]` does it for one handler.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
     /// Replaces the response of `#[rate_limit]` handlers on denial (429) and under the
     /// `Closed` policy (503). The RateLimit header fields and `Retry-After` are added to it
     /// unless it sets them itself.
@@ -226,6 +253,7 @@ impl Builder {
             ));
         }
         let proxies = TrustedProxies::parse(&self.proxies)?;
+        let exempt_ips = IpSet::parse(&self.exempt_ips, "exempt address")?;
         let clock = self
             .clock
             .unwrap_or_else(|| Box::new(MonotonicClock::default()));
@@ -263,6 +291,8 @@ impl Builder {
             deadline: self.deadline,
             policy: self.policy,
             proxies,
+            exempt_ips,
+            shadow: self.shadow,
             deny: self.deny,
             // Only Redis' denials are worth remembering: memory answers as fast as the cache.
             deny_cache: (self.deny_cache && is_redis).then(|| DenyCache::new(self.deadline)),
@@ -278,5 +308,16 @@ impl Builder {
         let flux = self.build()?;
         Flux::install_global(flux.clone())?;
         Ok(flux)
+    }
+}
+
+/// An on/off environment switch.
+fn on_off(name: &str, value: &str) -> Result<bool, Error> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => Err(Error::Config(format!(
+            "{name}={other:?}: expected \"on\" or \"off\""
+        ))),
     }
 }

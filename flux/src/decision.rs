@@ -19,6 +19,8 @@ pub enum Source {
     FailOpen,
     /// Redis was unavailable and the `Closed` policy refused the request (HTTP 503).
     FailClosed,
+    /// The request is exempt: no limit was checked.
+    Exempt,
 }
 
 /// The answer to one check of one or several limits for one client key.
@@ -31,6 +33,9 @@ pub enum Source {
 pub struct Decision {
     /// Whether the request may proceed.
     pub allowed: bool,
+    /// The limits denied this request, but the check ran in shadow mode and admitted it
+    /// (`allowed` is then true).
+    pub shadow_denied: bool,
     /// The deciding limit's bucket capacity (its burst): the `q` of `RateLimit-Policy`.
     pub capacity: u32,
     /// Whole tokens left in the deciding bucket after this request.
@@ -52,6 +57,7 @@ impl Decision {
     pub(crate) fn unchecked(allowed: bool, source: Source) -> Decision {
         Decision {
             allowed,
+            shadow_denied: false,
             capacity: 0,
             remaining: 0,
             retry_after: Duration::ZERO,

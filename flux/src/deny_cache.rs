@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::Decision;
+use crate::{Decision, telemetry};
 use crate::gcra::{Bucket, Params};
 
 const SHARDS: usize = 16;
@@ -119,7 +119,7 @@ impl DenyCache {
                 }
                 _ => {
                     shard.remove(id);
-                    self.len.fetch_sub(1, Ordering::Relaxed);
+                    self.shrank(1);
                     return None;
                 }
             }
@@ -158,7 +158,7 @@ impl DenyCache {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if shard.remove(id).is_some() {
-                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.shrank(1);
             }
             return;
         }
@@ -184,7 +184,7 @@ impl DenyCache {
         if shard.len() >= SHARD_CAPACITY && !shard.contains_key(id) {
             let before = shard.len();
             shard.retain(|_, e| e.until > now);
-            self.len.fetch_sub(before - shard.len(), Ordering::Relaxed);
+            self.shrank(before - shard.len());
             if shard.len() >= SHARD_CAPACITY {
                 return;
             }
@@ -200,8 +200,18 @@ impl DenyCache {
             },
         );
         if fresh.is_none() {
-            self.len.fetch_add(1, Ordering::Relaxed);
+            self.grew();
         }
+    }
+
+    fn grew(&self) {
+        let len = self.len.fetch_add(1, Ordering::Relaxed) + 1;
+        telemetry::deny_cache_entries(len);
+    }
+
+    fn shrank(&self, by: usize) {
+        let len = self.len.fetch_sub(by, Ordering::Relaxed) - by;
+        telemetry::deny_cache_entries(len);
     }
 
     /// Whether the cache holds nothing (the common case outside a flood).
@@ -223,6 +233,7 @@ mod tests {
     fn denial(retry_ms: u64) -> Decision {
         Decision {
             allowed: false,
+            shadow_denied: false,
             capacity: 5,
             remaining: 0,
             retry_after: Duration::from_millis(retry_ms),

@@ -7,7 +7,7 @@
 //! it is full). A denial adds `Retry-After` in whole seconds, rounded up.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -173,40 +173,118 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| *addr)
-            .or_else(|| {
-                parts
-                    .extensions
-                    .get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
-                    .map(|m| m.0)
-            });
-        let Some(peer) = peer else {
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| {
-                tracing::error!(
-                    target: "flux",
-                    "#[rate_limit(key = \"ip\")] needs the peer address, but the request has none: serve the \
-                     router with `axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())`. \
-                     Requests to ip-keyed handlers are answered 500 until then."
-                );
-            });
-            return Err((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "rate limiting by client address is misconfigured: the server has no peer address \
-                 (use into_make_service_with_connect_info)\n",
-            )
-                .into_response());
+        let flux = Serving::of(parts);
+        match client_ip(&flux, parts) {
+            Some(ip) => Ok(ClientIp(Key::from_ip(ip))),
+            None => Err(no_peer_address()),
+        }
+    }
+}
+
+/// The connection's peer address: `ConnectInfo`, or axum's `MockConnectInfo` in tests.
+fn peer(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
+        .or_else(|| {
+            parts
+                .extensions
+                .get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
+                .map(|m| m.0)
+        })
+}
+
+/// The client's address as `flux` sees it: the peer, or behind its trusted proxies the
+/// address they forwarded.
+fn client_ip(flux: &Flux, parts: &Parts) -> Option<IpAddr> {
+    let peer = peer(parts)?;
+    Some(flux.trusted_proxies().client_ip(peer, &parts.headers))
+}
+
+/// The answer to an ip-keyed request without a peer address (logged once).
+fn no_peer_address() -> Response {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        tracing::error!(
+            target: "flux",
+            "#[rate_limit(key = \"ip\")] needs the peer address, but the request has none: serve the \
+             router with `axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())`. \
+             Requests to ip-keyed handlers are answered 500 until then."
+        );
+    });
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "rate limiting by client address is misconfigured: the server has no peer address \
+         (use into_make_service_with_connect_info)\n",
+    )
+        .into_response()
+}
+
+/// The limiter serving a request: the [`Flux`] in its extensions, else the global one.
+#[derive(Clone, Debug)]
+pub(crate) enum Serving {
+    /// The process-wide limiter.
+    Global(&'static Flux),
+    /// The limiter the request carries.
+    Request(Flux),
+}
+
+impl Serving {
+    /// The limiter serving the request of `parts`.
+    pub(crate) fn of(parts: &Parts) -> Serving {
+        match parts.extensions.get::<Flux>() {
+            Some(flux) => Serving::Request(flux.clone()),
+            None => Serving::Global(Flux::global()),
+        }
+    }
+}
+
+impl std::ops::Deref for Serving {
+    type Target = Flux;
+
+    fn deref(&self) -> &Flux {
+        match self {
+            Serving::Global(flux) => flux,
+            Serving::Request(flux) => flux,
+        }
+    }
+}
+
+/// Not public API (reached through `__private`): what a rate-limited handler needs from its
+/// request besides its key: the limiter serving it and, when `IP` (the handler is keyed by
+/// address) or when the limiter exempts addresses, the client's address. Never rejects:
+/// a missing peer address becomes the key's error, so an exempt request still passes.
+#[derive(Clone, Debug)]
+pub struct Scope<const IP: bool> {
+    pub(crate) flux: Serving,
+    pub(crate) ip: Option<IpAddr>,
+}
+
+impl<S: Send + Sync, const IP: bool> FromRequestParts<S> for Scope<IP> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let flux = Serving::of(parts);
+        let ip = if IP || flux.has_exempt_ips() {
+            client_ip(&flux, parts)
+        } else {
+            None
         };
-        let ip = match parts.extensions.get::<Flux>() {
-            Some(flux) => flux.trusted_proxies().client_ip(peer, &parts.headers),
-            None => Flux::global()
-                .trusted_proxies()
-                .client_ip(peer, &parts.headers),
-        };
-        Ok(ClientIp(Key::from_ip(ip)))
+        Ok(Scope { flux, ip })
+    }
+}
+
+impl<const IP: bool> Scope<IP> {
+    /// The key of `key = "ip"`: the client's address, or the 500 answer without one.
+    #[allow(clippy::result_large_err)] // the rejection is the response itself
+    pub(crate) fn ip_key(&self) -> Result<Key, Response> {
+        self.ip.map(Key::from_ip).ok_or_else(no_peer_address)
+    }
+
+    /// Whether the limiter exempts this request's client.
+    pub(crate) fn is_exempt(&self) -> bool {
+        self.ip.is_some_and(|ip| self.flux.is_exempt_ip(ip))
     }
 }
 
@@ -214,9 +292,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 /// of up to 32 bytes, read without copying the
 /// request's other headers: the lowercase name is packed, little-endian and zero-padded, into
 /// the two const parameters (a type cannot carry a `&str` on stable Rust). A request without
-/// the header is refused with `400`, never lumped with other clients.
+/// the header is refused with `400` (by [`HeaderKey::key`], so that an exempt request
+/// passes), never lumped with other clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HeaderKey<const A: u128, const B: u128>(pub Key);
+pub struct HeaderKey<const A: u128, const B: u128>(Option<Key>);
 
 impl<const A: u128, const B: u128> HeaderKey<A, B> {
     fn name() -> ([u8; 32], usize) {
@@ -226,20 +305,27 @@ impl<const A: u128, const B: u128> HeaderKey<A, B> {
         let len = bytes.iter().position(|&b| b == 0).unwrap_or(32);
         (bytes, len)
     }
+
+    /// The key, or the `400` answer for a request without the header.
+    #[allow(clippy::result_large_err)] // the rejection is the response itself
+    pub fn key(self) -> Result<Key, Response> {
+        self.0.ok_or_else(|| {
+            let (bytes, len) = Self::name();
+            missing_header(std::str::from_utf8(&bytes[..len]).unwrap_or_default())
+        })
+    }
 }
 
 impl<S: Send + Sync, const A: u128, const B: u128> FromRequestParts<S> for HeaderKey<A, B> {
-    type Rejection = Response;
+    type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let (bytes, len) = Self::name();
         let name = std::str::from_utf8(&bytes[..len]).unwrap_or_default();
-        match parts.headers.get(name) {
-            Some(value) if !value.as_bytes().is_empty() => {
-                Ok(HeaderKey(Key::new(value.as_bytes())))
-            }
-            _ => Err(missing_header(name)),
-        }
+        Ok(HeaderKey(match parts.headers.get(name) {
+            Some(value) if !value.as_bytes().is_empty() => Some(Key::new(value.as_bytes())),
+            _ => None,
+        }))
     }
 }
 

@@ -72,6 +72,33 @@ impl Key {
         }
     }
 
+    /// A short digest of this key for logs: the first 48 bits of SHA-256 over the key and
+    /// a random salt drawn once per process, so equal keys give equal digests within one
+    /// process while no digest can be traced back to an address or an id.
+    pub(crate) fn digest_hex(&self) -> String {
+        use std::hash::{BuildHasher, RandomState};
+        use std::sync::LazyLock;
+        static SALT: LazyLock<[u8; 16]> = LazyLock::new(|| {
+            let state = RandomState::new();
+            let a = state.hash_one(1u8).to_le_bytes();
+            let b = state.hash_one(2u8).to_le_bytes();
+            let mut salt = [0u8; 16];
+            salt[..8].copy_from_slice(&a);
+            salt[8..].copy_from_slice(&b);
+            salt
+        });
+        let hash = Sha256::new()
+            .chain_update(*SALT)
+            .chain_update(self.0.as_bytes())
+            .finalize();
+        let mut out = String::with_capacity(12);
+        for byte in &hash[..6] {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{byte:02x}");
+        }
+        out
+    }
+
     fn digest(raw: &[u8]) -> Key {
         let hash = Sha256::digest(raw);
         let mut out = String::with_capacity(33);

@@ -76,6 +76,7 @@ mod decision;
 mod deny_cache;
 mod error;
 mod gcra;
+mod health;
 mod http;
 mod key;
 mod limit;
@@ -84,6 +85,7 @@ mod memory;
 mod policy;
 mod proxy;
 mod redis_store;
+mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -91,6 +93,7 @@ pub use crate::breaker::BreakerConfig;
 pub use crate::builder::{Builder, DEFAULT_DEADLINE, DenyResponse};
 pub use crate::decision::{Decision, RateLimited, Source};
 pub use crate::error::Error;
+pub use crate::health::{Health, LastError, OpenCircuit};
 pub use crate::http::{ClientIp, RATELIMIT, RATELIMIT_POLICY};
 pub use crate::key::{Key, MAX_PLAIN_KEY_LEN, ToKey};
 pub use crate::limit::Limit;

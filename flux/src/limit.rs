@@ -100,6 +100,11 @@ impl Limit {
         &self.name
     }
 
+    /// The name as stored: borrowed for limits built in `const` context.
+    pub(crate) fn name_cow(&self) -> &Cow<'static, str> {
+        &self.name
+    }
+
     /// The sustained rate.
     pub const fn rate(&self) -> Rate {
         self.rate

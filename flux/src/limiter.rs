@@ -11,7 +11,9 @@ use crate::gcra::{Bucket, Params};
 use crate::memory::MemoryStore;
 use crate::proxy::TrustedProxies;
 use crate::redis_store::RedisStore;
-use crate::{Builder, Decision, Error, FailurePolicy, Limit, Source, ToKey};
+use crate::proxy::IpSet;
+use crate::telemetry::{self, Outcome};
+use crate::{Builder, Decision, Error, FailurePolicy, Key, Limit, Source, ToKey};
 
 /// Where buckets live.
 pub(crate) enum Backend {
@@ -28,6 +30,10 @@ pub(crate) struct Inner {
     pub(crate) deadline: Duration,
     pub(crate) policy: FailurePolicy,
     pub(crate) proxies: TrustedProxies,
+    /// Clients whose requests skip every limit.
+    pub(crate) exempt_ips: IpSet,
+    /// Whether checks admit what the limits deny (counting it as `shadow_denied`).
+    pub(crate) shadow: bool,
     pub(crate) deny: Option<DenyResponse>,
     /// Redis' recent denials (Redis backend only, unless turned off).
     pub(crate) deny_cache: Option<DenyCache>,
@@ -106,15 +112,87 @@ impl Flux {
         limits: &[Limit],
         policy: Option<FailurePolicy>,
     ) -> Decision {
+        self.check_with(key, limits, policy, None).await
+    }
+
+    /// The check behind every entry point: decides, counts the decision
+    /// (`flux_decisions_total`), logs a denial, and in shadow mode (this check's `shadow`,
+    /// else the limiter's) admits what the limits denied.
+    pub(crate) async fn check_with(
+        &self,
+        key: impl ToKey,
+        limits: &[Limit],
+        policy: Option<FailurePolicy>,
+        shadow: Option<bool>,
+    ) -> Decision {
         if limits.is_empty() {
             // Nothing to enforce.
             return Decision::unchecked(true, Source::Backend);
         }
         let key = key.to_key();
-        let plan = self.plan(&key, limits);
+        let mut decision = self.enforce(&key, limits, policy).await;
+        let shadow = shadow.unwrap_or(self.inner.shadow);
+        let outcome = match (decision.allowed, shadow) {
+            (true, _) => Outcome::Allowed,
+            (false, false) => Outcome::Denied,
+            (false, true) => Outcome::ShadowDenied,
+        };
+        telemetry::count(limits, outcome, decision.source, self.is_redis());
+        if !decision.allowed {
+            if decision.source != Source::FailClosed {
+                telemetry::log_denial(&key, limits, &decision, shadow);
+            }
+            if shadow {
+                decision.allowed = true;
+                decision.shadow_denied = true;
+            }
+        }
+        decision
+    }
+
+    /// The answer for an exempt request: admitted without asking any backend, counted
+    /// `exempt` for each limit.
+    pub(crate) fn exempt(&self, limits: &[Limit]) -> Decision {
+        telemetry::count(limits, Outcome::Exempt, Source::Exempt, self.is_redis());
+        Decision::unchecked(true, Source::Exempt)
+    }
+
+    /// Whether requests from `ip` skip every limit ([`Builder::exempt_ips`]).
+    ///
+    /// ```
+    /// let flux = flux::Flux::builder().exempt_ips(["10.0.0.0/8"]).build()?;
+    /// assert!(flux.is_exempt_ip("10.1.2.3".parse().unwrap()));
+    /// assert!(!flux.is_exempt_ip("192.0.2.1".parse().unwrap()));
+    /// # Ok::<(), flux::Error>(())
+    /// ```
+    pub fn is_exempt_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.inner.exempt_ips.contains(ip)
+    }
+
+    /// Whether some addresses are exempt (then the attribute needs every request's address).
+    pub(crate) fn has_exempt_ips(&self) -> bool {
+        !self.inner.exempt_ips.is_empty()
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// Whether every limit runs in shadow mode ([`Builder::shadow`]).
+    pub fn is_shadow(&self) -> bool {
+        self.inner.shadow
+    }
+
+    fn is_redis(&self) -> bool {
+        matches!(self.inner.backend, Backend::Redis(_))
+    }
+
+    /// Decides with the backend, the deny cache, the breaker and the failure policy.
+    async fn enforce(&self, key: &Key, limits: &[Limit], policy: Option<FailurePolicy>) -> Decision {
+        let plan = self.plan(key, limits);
         let policy = policy.unwrap_or(self.inner.policy);
         let Backend::Redis(redis) = &self.inner.backend else {
-            return self.local(&key, limits, &plan, None, Source::Backend);
+            return self.local(key, limits, &plan, None, Source::Backend);
         };
         // The breaker first: during an outage a check costs nothing more than this.
         let ticket = redis.pass(key.slot());
@@ -131,9 +209,8 @@ impl Flux {
         if ticket.pass != Pass::Skip {
             let sent = cache.map_or(0, DenyCache::now);
             let mut out = Vec::with_capacity(limits.len());
-            let call = redis.check(&plan.keys, &plan.params, None, &mut out);
-            let error = match tokio::time::timeout(self.inner.deadline, call).await {
-                Ok(Ok(allowed)) => {
+            match redis.check(&plan.keys, &plan.params, None, &mut out).await {
+                Ok(allowed) => {
                     redis.succeeded(ticket);
                     let decision = summarize(allowed, &out, limits, Source::Backend);
                     if let Some(cache) = cache {
@@ -142,15 +219,13 @@ impl Flux {
                     }
                     return decision;
                 }
-                Ok(Err(e)) => e,
-                Err(_) => Error::Timeout(self.inner.deadline),
-            };
-            redis.failed(ticket, policy, &error);
+                Err(error) => redis.failed(ticket, policy, &error),
+            }
         }
         match policy {
             FailurePolicy::Open => Decision::unchecked(true, Source::FailOpen),
             FailurePolicy::Closed => Decision::unchecked(false, Source::FailClosed),
-            FailurePolicy::Local => self.local(&key, limits, &plan, None, Source::Local),
+            FailurePolicy::Local => self.local(key, limits, &plan, None, Source::Local),
         }
     }
 
@@ -177,10 +252,9 @@ impl Flux {
             Backend::Memory => Ok(self.local(&key, limits, &plan, now_micros, Source::Backend)),
             Backend::Redis(redis) => {
                 let mut out = Vec::with_capacity(limits.len());
-                let call = redis.check(&plan.keys, &plan.params, now_micros, &mut out);
-                let allowed = tokio::time::timeout(self.inner.deadline, call)
-                    .await
-                    .map_err(|_| Error::Timeout(self.inner.deadline))??;
+                let allowed = redis
+                    .check(&plan.keys, &plan.params, now_micros, &mut out)
+                    .await?;
                 Ok(summarize(allowed, &out, limits, Source::Backend))
             }
         }
@@ -239,7 +313,7 @@ impl Flux {
         self.inner.deny.as_ref()
     }
 
-    fn plan(&self, key: &crate::Key, limits: &[Limit]) -> Plan {
+    fn plan(&self, key: &Key, limits: &[Limit]) -> Plan {
         Plan {
             keys: limits
                 .iter()
@@ -251,7 +325,7 @@ impl Flux {
 
     fn local(
         &self,
-        key: &crate::Key,
+        key: &Key,
         limits: &[Limit],
         plan: &Plan,
         at: Option<u64>,
@@ -314,6 +388,7 @@ fn summarize(allowed: bool, buckets: &[Bucket], limits: &[Limit], source: Source
         allowed,
         capacity: limit.burst(),
         remaining: u32::try_from(bucket.remaining).unwrap_or(u32::MAX),
+        shadow_denied: false,
         retry_after: Duration::from_micros(bucket.retry_after),
         reset_after: Duration::from_micros(bucket.reset_after),
         window: limit.window(),

@@ -7,6 +7,8 @@ use crate::Error;
 
 /// What a check does when Redis cannot answer within the deadline (or the breaker is open).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum FailurePolicy {
     /// Admit the request unchecked: the service keeps serving (the default).

@@ -12,14 +12,16 @@ use ipnet::IpNet;
 
 use crate::Error;
 
-/// Trusted proxy networks; empty means no forwarding header is ever believed.
+/// A set of addresses and networks: trusted proxies, exempt clients.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct TrustedProxies {
+pub(crate) struct IpSet {
     nets: Vec<IpNet>,
 }
 
-impl TrustedProxies {
-    pub(crate) fn parse(items: &[String]) -> Result<TrustedProxies, Error> {
+impl IpSet {
+    /// Parses IP addresses and CIDR networks; `role` names them in the error
+    /// (`"trusted proxy"`).
+    pub(crate) fn parse(items: &[String], role: &str) -> Result<IpSet, Error> {
         let nets = items
             .iter()
             .filter(|s| !s.trim().is_empty())
@@ -29,17 +31,40 @@ impl TrustedProxies {
                     .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
                     .map_err(|_| {
                         Error::Config(format!(
-                            "trusted proxy {s:?} is neither an IP address nor a CIDR network (like 10.0.0.0/8)"
+                            "{role} {s:?} is neither an IP address nor a CIDR network (like 10.0.0.0/8)"
                         ))
                     })
             })
             .collect::<Result<_, _>>()?;
-        Ok(TrustedProxies { nets })
+        Ok(IpSet { nets })
+    }
+
+    /// Whether `ip` (IPv4-mapped IPv6 read as IPv4) is in the set.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.nets.iter().any(|net| net.contains(&ip))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.nets.is_empty()
+    }
+}
+
+/// Trusted proxy networks; empty means no forwarding header is ever believed.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TrustedProxies {
+    nets: IpSet,
+}
+
+impl TrustedProxies {
+    pub(crate) fn parse(items: &[String]) -> Result<TrustedProxies, Error> {
+        Ok(TrustedProxies {
+            nets: IpSet::parse(items, "trusted proxy")?,
+        })
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.nets.iter().any(|net| net.contains(&ip))
+        self.nets.contains(ip)
     }
 
     /// The client's address for a request from `peer` with these headers.

@@ -19,7 +19,8 @@ use self::batch::Batcher;
 use self::nodes::{NODE_CIRCUITS, NodeMap};
 use crate::breaker::{Breaker, BreakerConfig, Ticket};
 use crate::gcra::{Bucket, Params};
-use crate::{Error, FailurePolicy};
+use crate::{Error, FailurePolicy, telemetry};
+use metrics::SharedString;
 
 /// The token-bucket script, `lua/gcra.lua` (carried in this folder as a link, so that the
 /// published crate holds it), one per process. Checks send `EVALSHA` with its hash
@@ -37,6 +38,8 @@ pub(crate) struct RedisStore {
     conn: Conn,
     /// One circuit for a single Redis, one per master on a cluster.
     breaker: Arc<Breaker>,
+    /// Longest a call may take.
+    deadline: Duration,
     /// The target with any password removed, for logs and errors.
     display: String,
 }
@@ -78,6 +81,7 @@ impl RedisStore {
                 batcher: Batcher::new(),
             },
             breaker: Arc::new(Breaker::new(breaker, deadline, 1)),
+            deadline,
             display,
         })
     }
@@ -137,12 +141,34 @@ impl RedisStore {
                 nodes: Arc::new(NodeMap::new()),
             },
             breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
+            deadline,
             display,
         })
     }
 
-    /// Runs the script: `Ok((allowed, buckets))`, or the Redis error.
+    /// Runs the script within the deadline: `Ok(allowed)` with the buckets in `out`, or the
+    /// error (a missed deadline is [`Error::Timeout`]). Records the call's time and errors.
     pub(crate) async fn check(
+        &self,
+        keys: &[String],
+        params: &[Params],
+        at: Option<u64>,
+        out: &mut Vec<Bucket>,
+    ) -> Result<bool, Error> {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.deadline, self.run(keys, params, at, out)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(self.deadline)),
+        };
+        telemetry::backend_call(started.elapsed());
+        if let Err(e) = &result {
+            telemetry::backend_error(e);
+        }
+        result
+    }
+
+    async fn run(
         &self,
         keys: &[String],
         params: &[Params],
@@ -200,19 +226,49 @@ impl RedisStore {
 
     /// Reports that the call of `ticket` succeeded.
     pub(crate) fn succeeded(&self, ticket: Ticket) {
-        self.breaker.success(ticket);
+        if self.breaker.success(ticket) {
+            telemetry::breaker_state(self.circuit_name(ticket.circuit()), false);
+        }
     }
 
     /// Reports that the call of `ticket` failed (the policy only names the consequence in
     /// the log). On a cluster, the slot map is read again: a master may have failed over.
     pub(crate) fn failed(&self, ticket: Ticket, policy: FailurePolicy, error: &Error) {
-        self.breaker.failure(ticket, policy.as_str(), error);
+        if self.breaker.failure(ticket, policy.as_str(), error) {
+            telemetry::breaker_state(self.circuit_name(ticket.circuit()), true);
+        }
         self.refresh_nodes();
+    }
+
+    /// The `circuit` label of a breaker circuit: `redis` for a single Redis, the master's
+    /// `host:port` on a cluster.
+    fn circuit_name(&self, index: usize) -> SharedString {
+        match &self.conn {
+            Conn::Single { .. } => SharedString::const_str("redis"),
+            Conn::Cluster { nodes, .. } => nodes
+                .address(index)
+                .map_or_else(|| SharedString::from(format!("circuit-{index}")), Into::into),
+        }
+    }
+
+    /// The circuits open now, by name, and for how long; the last error and how long ago.
+    pub(crate) fn health(&self) -> (Vec<(String, Duration)>, Option<(String, Duration)>) {
+        let open = self
+            .breaker
+            .open_circuits()
+            .into_iter()
+            .map(|c| (self.circuit_name(c.index).to_string(), c.open_for))
+            .collect();
+        (open, self.breaker.last_error())
     }
 
     /// Whether the breaker is open on any circuit: some checks skip Redis.
     pub(crate) fn is_degraded(&self) -> bool {
         self.breaker.is_open()
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster { .. })
     }
 
     /// The target with any password removed, for logs and errors.
@@ -240,7 +296,12 @@ impl RedisStore {
             let reply = cmd.query_async::<redis::Value>(&mut conn);
             if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(2), reply).await {
                 for orphan in map.apply(&reply) {
-                    breaker.forget(orphan);
+                    if breaker.forget(orphan) {
+                        let name = map
+                            .address(orphan)
+                            .map_or_else(|| format!("circuit-{orphan}"), |a| a);
+                        telemetry::breaker_state(name.into(), false);
+                    }
                 }
             }
         });

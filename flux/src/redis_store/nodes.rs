@@ -56,6 +56,18 @@ impl NodeMap {
             .map_or(0, |n| usize::from(n.load(Ordering::Relaxed)))
     }
 
+    /// The address (`host:port`) of the master of circuit `index`, if known.
+    pub(super) fn address(&self, index: usize) -> Option<String> {
+        let addresses = self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        addresses
+            .iter()
+            .find(|(_, i)| usize::from(**i) == index)
+            .map(|(address, _)| address.clone())
+    }
+
     /// Takes in a `CLUSTER SLOTS` reply; returns the circuits that no slot maps to any more.
     pub(super) fn apply(&self, reply: &redis::Value) -> Vec<usize> {
         let redis::Value::Array(ranges) = reply else {
