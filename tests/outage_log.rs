@@ -79,3 +79,57 @@ fn an_outage_is_logged_once_not_per_request() {
     assert_eq!(log.matches("Redis unavailable").count(), 1, "log:\n{log}");
     assert_eq!(log.matches("reachable again").count(), 1, "log:\n{log}");
 }
+
+#[test]
+fn each_denial_is_one_debug_event_with_a_digest_of_the_key() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let client = "user-4242@example.test";
+    tracing::subscriber::with_default(subscriber, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let flux = Flux::builder().build().expect("valid configuration");
+            for _ in 0..5 {
+                flux.check(client, &LIMIT).await;
+            }
+        });
+    });
+    let log = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf-8 log");
+    let denials: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("rate limit denied a request"))
+        .collect();
+    assert_eq!(denials.len(), 2, "3 admitted, 2 denied; log:\n{log}");
+    for line in &denials {
+        assert!(line.contains("DEBUG"), "{line}");
+        assert!(
+            line.contains("limit=\"api\"") || line.contains("limit=api"),
+            "{line}"
+        );
+        assert!(
+            line.contains("cost=1") && line.contains("retry_after_ms="),
+            "{line}"
+        );
+        assert!(
+            !line.contains("user-4242"),
+            "the raw key never reaches the log: {line}"
+        );
+    }
+    // The same key gives the same digest, so one client's denials can be followed.
+    let digest = |line: &str| {
+        line.split("key=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    };
+    assert_eq!(digest(denials[0]), digest(denials[1]));
+    assert_eq!(digest(denials[0]).map(|d| d.len()), Some(12));
+}

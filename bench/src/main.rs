@@ -34,6 +34,7 @@ use crate::redis_server::RedisServer;
 use crate::report::{Report, count, micros};
 use crate::suite::{
     Sizes, part1_decisions, part2_http, part3_flood, part4_outage, part5_micro, part6_memory,
+    part7_telemetry,
 };
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -117,8 +118,8 @@ impl Options {
                 "--only" => {
                     for part in value()?.split(',') {
                         match part.trim().parse::<u8>() {
-                            Ok(n @ 1..=6) => options.only.push(n),
-                            _ => return Err(format!("--only takes parts 1 to 6, not {part:?}")),
+                            Ok(n @ 1..=7) => options.only.push(n),
+                            _ => return Err(format!("--only takes parts 1 to 7, not {part:?}")),
                         }
                     }
                 }
@@ -242,6 +243,9 @@ fn run(options: &Options) -> Res<()> {
     }
     if options.runs(6) {
         part6_memory(&mut report, &sizes, &runtime, &flux, &redis)?;
+    }
+    if options.runs(7) {
+        part7_telemetry(&mut report, &sizes, &redis)?;
     }
 
     report.preamble.push(format!(

@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::{Decision, telemetry};
 use crate::gcra::{Bucket, Params};
+use crate::{Decision, telemetry};
 
 const SHARDS: usize = 16;
 const SHARD_CAPACITY: usize = 4_096;

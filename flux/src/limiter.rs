@@ -9,9 +9,9 @@ use crate::builder::DenyResponse;
 use crate::deny_cache::DenyCache;
 use crate::gcra::{Bucket, Params};
 use crate::memory::MemoryStore;
+use crate::proxy::IpSet;
 use crate::proxy::TrustedProxies;
 use crate::redis_store::RedisStore;
-use crate::proxy::IpSet;
 use crate::telemetry::{self, Outcome};
 use crate::{Builder, Decision, Error, FailurePolicy, Key, Limit, Source, ToKey};
 
@@ -188,7 +188,12 @@ impl Flux {
     }
 
     /// Decides with the backend, the deny cache, the breaker and the failure policy.
-    async fn enforce(&self, key: &Key, limits: &[Limit], policy: Option<FailurePolicy>) -> Decision {
+    async fn enforce(
+        &self,
+        key: &Key,
+        limits: &[Limit],
+        policy: Option<FailurePolicy>,
+    ) -> Decision {
         let plan = self.plan(key, limits);
         let policy = policy.unwrap_or(self.inner.policy);
         let Backend::Redis(redis) = &self.inner.backend else {

@@ -76,8 +76,7 @@ pub(crate) fn count(limits: &[Limit], outcome: Outcome, source: Source, redis: b
             std::borrow::Cow::Borrowed(name) => SharedString::const_str(name),
             std::borrow::Cow::Owned(name) => SharedString::from_owned(name.clone()),
         };
-        counter!(DECISIONS, "limit" => name, "outcome" => outcome, "source" => source)
-            .increment(1);
+        counter!(DECISIONS, "limit" => name, "outcome" => outcome, "source" => source).increment(1);
     }
 }
 

@@ -87,10 +87,11 @@ impl Drop for Instance {
     }
 }
 
-/// A response: status and headers (the body is read and dropped).
+/// A response: status, headers and body (as text).
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: String,
 }
 
 impl Reply {
@@ -158,7 +159,11 @@ impl Conn {
         }
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body).await?;
-        Ok(Reply { status, headers })
+        Ok(Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     }
 }
 

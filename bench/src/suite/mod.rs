@@ -1,4 +1,4 @@
-//! The six parts of a benchmark run, each adding one section (and its targets) to the report.
+//! The seven parts of a benchmark run, each adding one section (and its targets) to the report.
 
 mod decisions;
 mod flood;
@@ -6,6 +6,7 @@ mod http;
 mod memory;
 mod micro;
 mod outage;
+mod telemetry;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ pub(crate) use self::http::part2_http;
 pub(crate) use self::memory::part6_memory;
 pub(crate) use self::micro::part5_micro;
 pub(crate) use self::outage::part4_outage;
+pub(crate) use self::telemetry::part7_telemetry;
 
 use crate::driver::{BenchRun, Window};
 use crate::report::{count, micros, opt_micros};

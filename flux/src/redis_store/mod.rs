@@ -156,11 +156,11 @@ impl RedisStore {
         out: &mut Vec<Bucket>,
     ) -> Result<bool, Error> {
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(self.deadline, self.run(keys, params, at, out)).await
-        {
-            Ok(result) => result,
-            Err(_) => Err(Error::Timeout(self.deadline)),
-        };
+        let result =
+            match tokio::time::timeout(self.deadline, self.run(keys, params, at, out)).await {
+                Ok(result) => result,
+                Err(_) => Err(Error::Timeout(self.deadline)),
+            };
         telemetry::backend_call(started.elapsed());
         if let Err(e) = &result {
             telemetry::backend_error(e);
@@ -245,9 +245,10 @@ impl RedisStore {
     fn circuit_name(&self, index: usize) -> SharedString {
         match &self.conn {
             Conn::Single { .. } => SharedString::const_str("redis"),
-            Conn::Cluster { nodes, .. } => nodes
-                .address(index)
-                .map_or_else(|| SharedString::from(format!("circuit-{index}")), Into::into),
+            Conn::Cluster { nodes, .. } => nodes.address(index).map_or_else(
+                || SharedString::from(format!("circuit-{index}")),
+                Into::into,
+            ),
         }
     }
 
