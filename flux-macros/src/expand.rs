@@ -15,13 +15,15 @@ use syn::{
     TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
 };
 
-use crate::args::{self, Deny, Errors, KeySpec, LimitSpec, Stack};
+use crate::attr::{self, Deny, KeySpec};
+use crate::diag::Errors;
+use crate::valid::{self, LimitSpec, Stack};
 
 /// The attribute: `args` are the outermost invocation's arguments, `item` the fn (with any
 /// further `#[rate_limit]` attributes still on it).
 pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let first = (Span::call_site(), args::parse(args, &mut errors));
+    let first = (Span::call_site(), attr::parse(args, &mut errors));
     let mut func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
         Err(not_a_fn) => {
@@ -30,7 +32,7 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
                 "#[rate_limit] applies to an `async fn` with a body: an axum handler, \
                  or a plain async fn with `deny = \"error\"`",
             );
-            return with_errors(item, errors);
+            return errors.after(item);
         }
     };
 
@@ -41,7 +43,7 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
             // `[...]`: the whole attribute but `#` (`attr.span()` is only `#` on stable).
             rest.push((
                 attr.bracket_token.span.join(),
-                args::parse(stacked_args(&attr, &mut errors), &mut errors),
+                attr::parse(stacked_args(&attr, &mut errors), &mut errors),
             ));
         } else {
             func.attrs.push(attr);
@@ -53,7 +55,7 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
             "#[rate_limit] needs an `async fn`: the check awaits the limiter (add `async`)",
         );
     }
-    let stack = args::stack(&first, &rest, &mut errors);
+    let stack = valid::stack(&first, &rest, &mut errors);
     if stack.deny == Deny::Error && matches!(func.sig.output, ReturnType::Default) {
         errors.push_at(
             stack.deny_span.unwrap_or_else(Span::call_site),
@@ -69,22 +71,12 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
         },
         // The item without its (already reported) sibling attributes, so that they do not
         // expand on their own and report the same mistakes again.
-        Err(errors) => {
+        Err(error) => {
             let mut out = func.into_token_stream();
-            out.extend(errors.into_compile_error());
+            out.extend(error.into_compile_error());
             out
         }
     }
-}
-
-/// The user's item unchanged, followed by the errors (so that one mistake reports once and
-/// the rest of the crate, and the IDE, still see the fn).
-fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
-    let mut out = item;
-    if let Err(errors) = errors.finish() {
-        out.extend(errors.into_compile_error());
-    }
-    out
 }
 
 /// `#[rate_limit(...)]` or `#[flux::rate_limit(...)]` (also `::flux::`).

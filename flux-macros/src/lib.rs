@@ -3,8 +3,10 @@
 
 use proc_macro::TokenStream;
 
-mod args;
+mod attr;
+mod diag;
 mod expand;
+mod valid;
 
 // The runtime's own rate grammar and limit bounds, so that the attribute accepts exactly
 // what `flux::Rate::from_str` and `flux::Limit` accept.

@@ -1,0 +1,238 @@
+//! Checks that combine values: one attribute's numbers against each other (cost vs burst,
+//! the bucket's length), and the attributes of a stack against each other (one key, one
+//! failure policy, one `deny`, distinct names). Each error still points at one argument.
+
+use proc_macro2::Span;
+
+use crate::attr::{Args, Deny, KeySpec, Policy, Slot};
+use crate::diag::Errors;
+use crate::rate::MAX_TOLERANCE_US;
+
+/// One limit, validated: what `Limit::__from_macro` receives.
+pub(crate) struct LimitSpec {
+    /// The explicit `name`, if any.
+    pub(crate) name: Option<String>,
+    pub(crate) count: u32,
+    pub(crate) period_us: u64,
+    pub(crate) burst: u32,
+    pub(crate) cost: u32,
+    /// The `rate` literal, where the generated `Limit` is spanned.
+    pub(crate) span: Span,
+}
+
+/// A whole stack of `#[rate_limit]` attributes on one fn, validated: one check.
+pub(crate) struct Stack {
+    pub(crate) limits: Vec<LimitSpec>,
+    pub(crate) key: Option<(Span, KeySpec)>,
+    pub(crate) on_error: Option<Policy>,
+    pub(crate) deny: Deny,
+    /// The `deny` literal, if written.
+    pub(crate) deny_span: Option<Span>,
+}
+
+/// Checks one attribute's values against each other. `attr_span` is where a missing `rate`
+/// is reported.
+fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec> {
+    if args.invalid {
+        return None; // already reported; the defaults would make up new mistakes
+    }
+    let Some((rate_span, rate)) = args.rate else {
+        errors.push_at(
+            attr_span,
+            "missing `rate`: add the sustained rate, such as `rate = \"100/s\"`",
+        );
+        return None;
+    };
+    let (burst_span, burst) = args.burst.unwrap_or((rate_span, rate.count()));
+    let (cost_span, cost) = args.cost.unwrap_or((rate_span, 1));
+    if cost > burst {
+        errors.push_at(
+            cost_span,
+            format!(
+                "cost {cost} is larger than burst {burst}: such a request could never be admitted"
+            ),
+        );
+        return None;
+    }
+    let tolerance = u64::from(burst).checked_mul(rate.emission_interval_micros());
+    if tolerance.is_none_or(|t| t > MAX_TOLERANCE_US) {
+        errors.push_at(
+            burst_span,
+            format!(
+                "burst {burst} at this rate takes more than 10 years to refill \
+                 (burst x period / count): lower the burst or raise the rate"
+            ),
+        );
+        return None;
+    }
+    Some(LimitSpec {
+        name: args.name.as_ref().map(|(_, n)| n.clone()),
+        count: rate.count(),
+        period_us: rate.period_micros(),
+        burst,
+        cost,
+        span: rate_span,
+    })
+}
+
+/// Validates a stack of attributes: `first` is the outermost, the one being expanded, and
+/// `rest` the others, in order; each comes with the span where a missing `rate` is reported.
+///
+/// `key`, `on_error` and `deny` describe the one check and are set on the first attribute;
+/// a later one may repeat the same value (copy-pasted attributes compile) but not change it.
+pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Errors) -> Stack {
+    let mut limits = Vec::new();
+    let mut names: Vec<&(Span, String)> = Vec::new();
+    for (attr_span, args) in std::iter::once(first).chain(rest) {
+        if let Some(spec) = limit(args, *attr_span, errors) {
+            limits.push(spec);
+        }
+        if let Some(named) = &args.name {
+            if names.iter().any(|(_, n)| *n == named.1) {
+                errors.push_at(
+                    named.0,
+                    format!(
+                        "two stacked limits are named {:?}: they would be one bucket, charged twice",
+                        named.1
+                    ),
+                );
+            }
+            names.push(named);
+        }
+    }
+    let first = &first.1;
+    for (_, args) in rest {
+        shared(&first.key, &args.key, "key", KeySpec::same_as, errors);
+        shared(
+            &first.on_error,
+            &args.on_error,
+            "on_error",
+            PartialEq::eq,
+            errors,
+        );
+        shared(&first.deny, &args.deny, "deny", PartialEq::eq, errors);
+    }
+
+    let deny = first.deny.as_ref().map_or(Deny::Response, |(_, d)| *d);
+    let deny_span = first.deny.as_ref().map(|(s, _)| *s);
+    if deny == Deny::Error {
+        deny_error_key(&first.key, deny_span, errors);
+    }
+    Stack {
+        limits,
+        key: first.key.clone(),
+        on_error: first.on_error.map(|(_, p)| p),
+        deny,
+        deny_span,
+    }
+}
+
+/// `deny = "error"` limits a plain async fn: its key must be explicit and must not need a
+/// request.
+fn deny_error_key(key: &Slot<KeySpec>, deny_span: Option<Span>, errors: &mut Errors) {
+    match key {
+        None => errors.push_at(
+            deny_span.unwrap_or_else(Span::call_site),
+            "`deny = \"error\"` needs an explicit `key`: an expression over the fn's \
+             arguments (such as `key = tenant`) or \"global\"",
+        ),
+        Some((span, KeySpec::Ip | KeySpec::Header(_))) => errors.push_at(
+            *span,
+            "this key needs an HTTP request, but `deny = \"error\"` limits a plain async fn: \
+             use an expression over the fn's arguments (such as `key = tenant`) or \"global\", \
+             or drop `deny = \"error\"` for an axum handler",
+        ),
+        Some(_) => {}
+    }
+}
+
+/// A later attribute's `option` must be absent or equal to the first attribute's.
+fn shared<T>(
+    first: &Slot<T>,
+    later: &Slot<T>,
+    option: &str,
+    same: impl Fn(&T, &T) -> bool,
+    errors: &mut Errors,
+) {
+    match (first, later) {
+        (_, None) => {}
+        (None, Some((span, _))) => errors.push_at(
+            *span,
+            format!(
+                "`{option}` applies to all stacked #[rate_limit] attributes of this fn (one check): \
+                 set it on the first one"
+            ),
+        ),
+        (Some((_, a)), Some((span, b))) => {
+            if !same(a, b) {
+                errors.push_at(
+                    *span,
+                    format!(
+                        "stacked #[rate_limit] attributes share one `{option}` (one check): \
+                         this differs from the first attribute's; drop it here or make it equal"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::parse;
+    use proc_macro2::TokenStream;
+    use quote::quote;
+
+    fn stack_of(attrs: Vec<TokenStream>) -> syn::Result<Stack> {
+        let mut errors = Errors::default();
+        let mut parsed: Vec<(Span, Args)> = attrs
+            .into_iter()
+            .map(|t| (Span::call_site(), parse(t, &mut errors)))
+            .collect();
+        let first = parsed.remove(0);
+        let stack = stack(&first, &parsed, &mut errors);
+        errors.finish().map(|()| stack)
+    }
+
+    #[test]
+    fn defaults() {
+        let stack = stack_of(vec![quote!(rate = "6000 per minute")]).expect("valid");
+        let limit = &stack.limits[0];
+        assert_eq!((limit.count, limit.period_us), (6000, 60_000_000));
+        assert_eq!((limit.burst, limit.cost), (6000, 1));
+        assert_eq!(stack.deny, Deny::Response);
+        assert!(stack.key.is_none() && stack.on_error.is_none());
+    }
+
+    #[test]
+    fn stacked_attributes_share_key_policy_and_deny() {
+        // Repeating the first attribute's values is fine.
+        let ok = stack_of(vec![
+            quote!(rate = "5/s", key = user.id, on_error = "local"),
+            quote!(rate = "100/h", key = user.id, on_error = "local"),
+            quote!(rate = "1000/day"),
+        ])
+        .expect("valid");
+        assert_eq!(ok.limits.len(), 3);
+        assert!(ok.on_error == Some(Policy::Local));
+        for later in [
+            quote!(rate = "100/h", key = user.name),
+            quote!(rate = "100/h", deny = "response"),
+            quote!(rate = "100/h", on_error = "open"),
+        ] {
+            let first = quote!(rate = "5/s", key = user.id, on_error = "local");
+            assert!(stack_of(vec![first, later]).is_err());
+        }
+    }
+
+    #[test]
+    fn every_mistake_is_reported() {
+        let err = stack_of(vec![quote!(rate = "1/x", burst = 0, cost = "2", nme = "a")])
+            .err()
+            .expect("invalid");
+        let messages: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert!(messages[3].contains("did you mean `name`"), "{messages:?}");
+    }
+}
