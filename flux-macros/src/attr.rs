@@ -11,7 +11,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, LitInt, LitStr};
 
 use crate::diag::{Errors, list, unknown_option};
-use crate::rate::Rate;
+use flux_core::Rate;
 
 /// The options `#[rate_limit]` accepts, in the order the docs list them.
 const OPTIONS: [&str; 7] = ["rate", "burst", "key", "cost", "name", "on_error", "deny"];
@@ -84,9 +84,20 @@ pub(crate) struct Args {
     pub(crate) on_error: Slot<Policy>,
     pub(crate) deny: Slot<Deny>,
     /// Options written, valid or not: a second one is a duplicate.
-    seen: Vec<String>,
-    /// Some value was invalid (and reported): skip the checks that combine values.
-    pub(crate) invalid: bool,
+    seen: Vec<&'static str>,
+    /// Options whose value was invalid (and reported), so their slot is empty.
+    invalid: Vec<&'static str>,
+    /// An unknown option or a syntax error was reported: any option may be missing.
+    incomplete: bool,
+}
+
+impl Args {
+    /// Whether `option`'s slot may be empty because of a mistake already reported (its value
+    /// was invalid, or it was misspelt or lost to a syntax error) rather than because it was
+    /// left out: the checks that combine values must not read a default into it.
+    pub(crate) fn may_lack(&self, option: &str) -> bool {
+        self.incomplete || self.invalid.contains(&option)
+    }
 }
 
 /// Parses the arguments of one attribute. Syntax errors end the parse; invalid values are
@@ -99,27 +110,27 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
                 meta.path.span(),
                 format!("unknown option: expected one of {}", list(&OPTIONS)),
             );
-            args.invalid = true;
+            args.incomplete = true;
             return skip_value(meta.input);
         };
-        let option = ident.to_string();
-        if !OPTIONS.contains(&option.as_str()) {
-            errors.push_at(ident.span(), unknown_option(&option, &OPTIONS));
-            args.invalid = true;
+        let written = ident.to_string();
+        let Some(&option) = OPTIONS.iter().find(|o| **o == written) else {
+            errors.push_at(ident.span(), unknown_option(&written, &OPTIONS));
+            args.incomplete = true;
             return skip_value(meta.input);
-        }
+        };
         if args.seen.contains(&option) {
+            // The first value stands.
             errors.push_at(ident.span(), format!("duplicate option `{option}`"));
-            args.invalid = true;
             return skip_value(meta.input);
         }
-        args.seen.push(option.clone());
+        args.seen.push(option);
         let value: Expr = meta.value()?.parse()?;
         let mut invalid = |e: syn::Error| {
-            args.invalid = true;
+            args.invalid.push(option);
             errors.push(e);
         };
-        match option.as_str() {
+        match option {
             "rate" => args.rate = parse_rate(&value).map_err(&mut invalid).ok(),
             "burst" => args.burst = parse_count(&value, "burst").map_err(&mut invalid).ok(),
             "cost" => args.cost = parse_count(&value, "cost").map_err(&mut invalid).ok(),
@@ -151,7 +162,7 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
         Ok(())
     });
     if let Err(e) = parser.parse2(tokens) {
-        args.invalid = true;
+        args.incomplete = true;
         errors.push(e);
     }
     args
@@ -208,18 +219,13 @@ fn parse_count(value: &Expr, option: &str) -> syn::Result<(Span, u32)> {
         _ => return Err(wrong()),
     };
     let n = lit.base10_parse::<u64>().map_err(|_| wrong())?;
+    // Zero is a limit's mistake, not a literal's: `valid` reports it with the runtime's words.
     let n = u32::try_from(n).map_err(|_| {
         syn::Error::new(
             lit.span(),
             format!("`{option}` must be at most {}", u32::MAX),
         )
     })?;
-    if n == 0 {
-        return Err(syn::Error::new(
-            lit.span(),
-            format!("`{option}` must be at least 1"),
-        ));
-    }
     Ok((lit.span(), n))
 }
 

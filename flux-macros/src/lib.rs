@@ -8,10 +8,6 @@ mod diag;
 mod expand;
 mod valid;
 
-// The runtime's own rate grammar and limit bounds, so that the attribute accepts exactly
-// what `flux::Rate::from_str` and `flux::Limit` accept.
-use flux_core as rate;
-
 /// Rate-limits an async fn: an axum handler (denied with `429 Too Many Requests`) or, with
 /// `deny = "error"`, any async fn returning `Result` (denied with `Err`).
 ///

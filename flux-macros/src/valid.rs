@@ -2,11 +2,11 @@
 //! the bucket's length), and the attributes of a stack against each other (one key, one
 //! failure policy, one `deny`, distinct names). Each error still points at one argument.
 
+use flux_core::{LimitError, Rate, check_limit};
 use proc_macro2::Span;
 
 use crate::attr::{Args, Deny, KeySpec, Policy, Slot};
 use crate::diag::Errors;
-use crate::rate::MAX_TOLERANCE_US;
 
 /// One limit, validated: what `Limit::__from_macro` receives.
 pub(crate) struct LimitSpec {
@@ -30,39 +30,48 @@ pub(crate) struct Stack {
     pub(crate) deny_span: Option<Span>,
 }
 
-/// Checks one attribute's values against each other. `attr_span` is where a missing `rate`
-/// is reported.
+/// A rate that no bound rejects with any burst: one token per microsecond.
+const FASTEST: Rate = Rate::per_second::<1_000_000>();
+
+/// Checks one attribute's numbers against each other with [`check_limit`], the rule the
+/// runtime applies, and reports its error, in its words, on the argument at fault (`cost`
+/// for a zero cost or one above the burst, `burst` for a zero burst or a bucket too long);
+/// a defaulted argument's errors are reported at the rate literal. `attr_span` is where a
+/// missing `rate` is reported.
+///
+/// A number whose option was invalid or may have been lost (an error already reported) is
+/// replaced by one that fails no check on its own (the fastest rate, the largest burst, a
+/// cost of 1) and the errors it would cause are not reported: the other numbers are still
+/// checked, and no mistake is made up.
 fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec> {
-    if args.invalid {
-        return None; // already reported; the defaults would make up new mistakes
-    }
-    let Some((rate_span, rate)) = args.rate else {
+    if args.rate.is_none() && !args.may_lack("rate") {
         errors.push_at(
             attr_span,
             "missing `rate`: add the sustained rate, such as `rate = \"100/s\"`",
         );
-        return None;
-    };
-    let (burst_span, burst) = args.burst.unwrap_or((rate_span, rate.count()));
-    let (cost_span, cost) = args.cost.unwrap_or((rate_span, 1));
-    if cost > burst {
-        errors.push_at(
-            cost_span,
-            format!(
-                "cost {cost} is larger than burst {burst}: such a request could never be admitted"
-            ),
-        );
-        return None;
     }
-    let tolerance = u64::from(burst).checked_mul(rate.emission_interval_micros());
-    if tolerance.is_none_or(|t| t > MAX_TOLERANCE_US) {
-        errors.push_at(
-            burst_span,
-            format!(
-                "burst {burst} at this rate takes more than 10 years to refill \
-                 (burst x period / count): lower the burst or raise the rate"
-            ),
-        );
+    // Each number with the span of its errors, `None` for those not to report.
+    let (rate_at, rate) = match args.rate {
+        Some((span, rate)) => (Some(span), rate),
+        None => (None, FASTEST),
+    };
+    let (burst_at, burst) = match args.burst {
+        Some((span, burst)) => (Some(span), burst),
+        None if rate_at.is_none() || args.may_lack("burst") => (None, u32::MAX),
+        None => (rate_at, rate.count()),
+    };
+    let (cost_at, cost) = args
+        .cost
+        .map_or((rate_at, 1), |(span, cost)| (Some(span), cost));
+    if let Err(error) = check_limit(rate, burst, cost) {
+        let at = match error {
+            LimitError::ZeroCost | LimitError::CostAboveBurst { .. } => cost_at,
+            LimitError::ZeroBurst | LimitError::BucketTooLong { .. } => burst_at,
+            _ => rate_at,
+        };
+        if let Some(span) = at {
+            errors.push_at(span, error);
+        }
         return None;
     }
     Some(LimitSpec {
@@ -71,7 +80,7 @@ fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec>
         period_us: rate.period_micros(),
         burst,
         cost,
-        span: rate_span,
+        span: rate_at?,
     })
 }
 
@@ -226,13 +235,70 @@ mod tests {
         }
     }
 
+    fn messages(result: syn::Result<Stack>) -> Vec<String> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
     #[test]
     fn every_mistake_is_reported() {
-        let err = stack_of(vec![quote!(rate = "1/x", burst = 0, cost = "2", nme = "a")])
-            .err()
-            .expect("invalid");
-        let messages: Vec<String> = err.into_iter().map(|e| e.to_string()).collect();
+        let messages = messages(stack_of(vec![quote!(
+            rate = "1/x",
+            burst = 0,
+            cost = "2",
+            nme = "a"
+        )]));
         assert_eq!(messages.len(), 4, "{messages:?}");
-        assert!(messages[3].contains("did you mean `name`"), "{messages:?}");
+        assert!(messages[2].contains("did you mean `name`"), "{messages:?}");
+        // Zero is wrong whatever the rate: reported although the rate is invalid.
+        assert_eq!(messages[3], LimitError::ZeroBurst.to_string());
+    }
+
+    #[test]
+    fn bounds_are_the_runtimes_with_its_messages() {
+        for (attr, error) in [
+            (quote!(rate = "10/s", burst = 0), LimitError::ZeroBurst),
+            (quote!(rate = "10/s", cost = 0), LimitError::ZeroCost),
+            (
+                quote!(rate = "10/s", burst = 2, cost = 3),
+                LimitError::CostAboveBurst { cost: 3, burst: 2 },
+            ),
+            (
+                quote!(rate = "10/s", cost = 11),
+                LimitError::CostAboveBurst {
+                    cost: 11,
+                    burst: 10,
+                },
+            ),
+            (
+                quote!(rate = "1/365day", burst = 11),
+                LimitError::BucketTooLong { burst: 11 },
+            ),
+        ] {
+            assert_eq!(messages(stack_of(vec![attr])), [error.to_string()]);
+        }
+        assert!(stack_of(vec![quote!(rate = "1/365day", burst = 10, cost = 10)]).is_ok());
+    }
+
+    #[test]
+    fn a_reported_mistake_makes_up_no_other() {
+        for attr in [
+            // `brust` may be the burst: the default (10) is not held against the cost.
+            quote!(rate = "10/s", brust = 20, cost = 11),
+            // An invalid burst is not assumed to be anything.
+            quote!(rate = "1/365day", burst = "11"),
+            // Nor is the default burst of an invalid rate.
+            quote!(rate = "1/x", cost = 5),
+            // A syntax error may hide any option, `rate` too.
+            quote!(cost = 5 burst = 2),
+        ] {
+            let messages = messages(stack_of(vec![attr]));
+            assert_eq!(messages.len(), 1, "{messages:?}");
+        }
+        let messages = messages(stack_of(vec![quote!(burst = 0)]));
+        assert!(messages[0].starts_with("missing `rate`"), "{messages:?}");
+        assert_eq!(messages[1..], [LimitError::ZeroBurst.to_string()]);
     }
 }
