@@ -5,7 +5,6 @@
 //! or several stacked attributes belong to `valid`.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
-use quote::ToTokens;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, LitInt, LitStr};
@@ -14,7 +13,9 @@ use crate::diag::{Errors, list, unknown_option};
 use flux_core::Rate;
 
 /// The options `#[rate_limit]` accepts, in the order the docs list them.
-const OPTIONS: [&str; 7] = ["rate", "burst", "key", "cost", "name", "on_error", "deny"];
+const OPTIONS: [&str; 8] = [
+    "rate", "burst", "cost", "key", "name", "on_error", "deny", "crate",
+];
 
 /// A parsed option: where it was written (the value, for errors) and what it says.
 pub(crate) type Slot<T> = Option<(Span, T)>;
@@ -30,20 +31,6 @@ pub(crate) enum KeySpec {
     Header(String),
     /// Any expression over the fn's arguments, evaluated (borrowed) before the body.
     Expr(Box<Expr>),
-}
-
-impl KeySpec {
-    /// Equal as written (expressions compared token by token).
-    pub(crate) fn same_as(&self, other: &KeySpec) -> bool {
-        match (self, other) {
-            (KeySpec::Ip, KeySpec::Ip) | (KeySpec::Global, KeySpec::Global) => true,
-            (KeySpec::Header(a), KeySpec::Header(b)) => a == b,
-            (KeySpec::Expr(a), KeySpec::Expr(b)) => {
-                a.to_token_stream().to_string() == b.to_token_stream().to_string()
-            }
-            _ => false,
-        }
-    }
 }
 
 /// `on_error = "..."`: `flux::FailurePolicy`.
@@ -83,6 +70,8 @@ pub(crate) struct Args {
     pub(crate) key: Slot<KeySpec>,
     pub(crate) on_error: Slot<Policy>,
     pub(crate) deny: Slot<Deny>,
+    /// `crate = "..."`: the path of the runtime crate.
+    pub(crate) krate: Slot<syn::Path>,
     /// Options written, valid or not: a second one is a duplicate.
     seen: Vec<&'static str>,
     /// Options whose value was invalid (and reported), so their slot is empty.
@@ -149,7 +138,7 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
                 .map_err(&mut invalid)
                 .ok()
             }
-            _ => {
+            "deny" => {
                 args.deny = parse_choice(
                     &value,
                     "deny",
@@ -158,6 +147,7 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
                 .map_err(&mut invalid)
                 .ok()
             }
+            _ => args.krate = parse_crate(&value).map_err(&mut invalid).ok(),
         }
         Ok(())
     });
@@ -236,6 +226,22 @@ fn parse_name(value: &Expr) -> syn::Result<(Span, String)> {
         return Err(syn::Error::new(lit.span(), "`name` must not be empty"));
     }
     Ok((lit.span(), name))
+}
+
+/// `crate = "my_flux"`: a path such as `use` takes (no generic arguments).
+fn parse_crate(value: &Expr) -> syn::Result<(Span, syn::Path)> {
+    let lit = lit_str(value, "crate", "\"my_flux\"")?;
+    let path = lit.parse_with(syn::Path::parse_mod_style).map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid crate path {:?}: expected the path of the flux runtime crate as this \
+                 crate names it, such as \"my_flux\" or \"::my_flux\"",
+                lit.value()
+            ),
+        )
+    })?;
+    Ok((lit.span(), path))
 }
 
 fn parse_choice<T: Copy>(
@@ -322,7 +328,7 @@ fn header_name(name: &str, lit: &LitStr) -> syn::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quote::quote;
+    use quote::{ToTokens, quote};
 
     /// The arguments, which must be free of mistakes.
     fn parse_ok(tokens: TokenStream) -> Args {
@@ -349,6 +355,23 @@ mod tests {
         assert!(matches!(&args.key, Some((_, KeySpec::Header(h))) if h == "x-api-key"));
         assert!(parse_err(quote!(rate = "1/s", key = "header:")).len() == 1);
         assert!(parse_err(quote!(rate = "1/s", key = "header:a b"))[0].contains("' '"));
+    }
+
+    #[test]
+    fn crate_is_a_path() {
+        for path in ["my_flux", "::my_flux", "crate::deps::flux", "r#async"] {
+            let args = parse_ok(quote!(rate = "1/s", crate = #path));
+            let parsed = args.krate.map(|(_, p)| p.to_token_stream().to_string());
+            assert_eq!(parsed.map(|p| p.replace(' ', "")).as_deref(), Some(path));
+        }
+        for path in ["", "my flux", "my_flux::", "Vec<u8>", "1flux"] {
+            let messages = parse_err(quote!(rate = "1/s", crate = #path));
+            assert!(
+                messages[0].starts_with("invalid crate path"),
+                "{messages:?}"
+            );
+        }
+        assert!(parse_err(quote!(crate = my_flux))[0].contains("string literal"));
     }
 
     #[test]

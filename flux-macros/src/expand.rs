@@ -1,7 +1,8 @@
 //! Code generation: from a parsed, validated stack of `#[rate_limit]` attributes and the
 //! user's `async fn` to the rewritten fn.
 //!
-//! Generated code names nothing but `::flux::__private::...` and `::core::...`; its locals
+//! Generated code names nothing but `::flux::__private::...` (or, with `crate = "path"`,
+//! `path::__private::...`) and `::core::...`; its locals
 //! are `__flux_*` idents with `Span::mixed_site()` hygiene (but one, see `plain`), so user
 //! code can neither see nor shadow them. The user's attributes, visibility, signature and body are re-emitted
 //! with their own spans.
@@ -11,8 +12,8 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    AttrStyle, Attribute, FnArg, GenericArgument, Ident, ItemFn, Meta, PathArguments, ReturnType,
-    TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
+    AttrStyle, Attribute, FnArg, GenericArgument, Ident, ItemFn, Meta, Path, PathArguments,
+    ReturnType, TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
 };
 
 use crate::attr::{self, Deny, KeySpec};
@@ -38,8 +39,9 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
 
     let mut rest = Vec::new();
     let attrs = std::mem::take(&mut func.attrs);
+    let krate = first.1.krate.as_ref().map(|(_, path)| path);
     for attr in attrs {
-        if is_rate_limit(&attr) {
+        if is_rate_limit(&attr, krate) {
             // `[...]`: the whole attribute but `#` (`attr.span()` is only `#` on stable).
             rest.push((
                 attr.bracket_token.span.join(),
@@ -79,15 +81,26 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// `#[rate_limit(...)]` or `#[flux::rate_limit(...)]` (also `::flux::`).
-fn is_rate_limit(attr: &Attribute) -> bool {
+/// `#[rate_limit(...)]` or `#[flux::rate_limit(...)]` (also `::flux::`); with
+/// `crate = "a::b"` on the first attribute, also `#[b::rate_limit(...)]` and
+/// `#[a::b::rate_limit(...)]`.
+fn is_rate_limit(attr: &Attribute, krate: Option<&Path>) -> bool {
     let path = attr.path();
-    let mut segments = path.segments.iter().map(|s| &s.ident);
-    match (segments.next(), segments.next(), segments.next()) {
-        (Some(name), None, None) => path.leading_colon.is_none() && name == "rate_limit",
-        (Some(krate), Some(name), None) => krate == "flux" && name == "rate_limit",
-        _ => false,
-    }
+    let segments: Vec<&Ident> = path.segments.iter().map(|s| &s.ident).collect();
+    let Some((name, prefix)) = segments.split_last() else {
+        return false;
+    };
+    let krate: Vec<&Ident> = krate
+        .into_iter()
+        .flat_map(|krate| &krate.segments)
+        .map(|s| &s.ident)
+        .collect();
+    *name == "rate_limit"
+        && match prefix {
+            [] => path.leading_colon.is_none(),
+            [one] if *one == "flux" || krate.last() == Some(one) => true,
+            _ => prefix == krate.as_slice(),
+        }
 }
 
 /// The argument tokens of a stacked attribute.
@@ -106,6 +119,26 @@ fn stacked_args(attr: &Attribute, errors: &mut Errors) -> TokenStream {
     }
 }
 
+/// The runtime's support module: `::flux::__private`, or `<crate>::__private` with
+/// `crate = "..."`, spanned at `span` (the path included, so that a generated call is
+/// spanned as a whole where its errors belong).
+fn private(krate: Option<&Path>, span: Span) -> TokenStream {
+    match krate {
+        None => quote_spanned!(span=> ::flux::__private),
+        Some(path) => {
+            let path: TokenStream = path
+                .to_token_stream()
+                .into_iter()
+                .map(|mut tree| {
+                    tree.set_span(span);
+                    tree
+                })
+                .collect();
+            quote_spanned!(span=> #path::__private)
+        }
+    }
+}
+
 // Input:  #[rate_limit(rate = "10/s", burst = 5)] #[rate_limit(rate = "100/h", name = "hourly")]
 //         on `async fn search`
 // Output: static __FLUX_LIMITS: [::flux::__private::Limit; 2] = [
@@ -114,7 +147,9 @@ fn stacked_args(attr: &Attribute, errors: &mut Errors) -> TokenStream {
 //                 10u32, 1000000u64, 5u32, 1u32),
 //             ::flux::__private::Limit::__from_macro("hourly", 100u32, 3600000000u64, 100u32, 1u32),
 //         ];
-fn limits_static(func: &ItemFn, limits: &[LimitSpec]) -> TokenStream {
+fn limits_static(func: &ItemFn, stack: &Stack) -> TokenStream {
+    let limits = &stack.limits;
+    let krate = stack.krate.as_ref();
     let fn_name = func.sig.ident.unraw().to_string();
     let stacked = limits.len() > 1;
     let items = limits.iter().enumerate().map(|(i, limit)| {
@@ -137,13 +172,15 @@ fn limits_static(func: &ItemFn, limits: &[LimitSpec]) -> TokenStream {
             span,
             ..
         } = *limit;
+        let private = private(krate, span);
         quote_spanned! {span=>
-            ::flux::__private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost)
+            #private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost)
         }
     });
     let len = limits.len();
+    let private = private(krate, Span::call_site());
     quote! {
-        static __FLUX_LIMITS: [::flux::__private::Limit; #len] = [#(#items),*];
+        static __FLUX_LIMITS: [#private::Limit; #len] = [#(#items),*];
     }
 }
 
@@ -154,7 +191,8 @@ fn policy(stack: &Stack) -> TokenStream {
     match stack.on_error {
         Some(policy) => {
             let variant = format_ident!("{}", policy.variant());
-            quote!(::core::option::Option::Some(::flux::__private::FailurePolicy::#variant))
+            let private = private(stack.krate.as_ref(), Span::call_site());
+            quote!(::core::option::Option::Some(#private::FailurePolicy::#variant))
         }
         None => quote!(::core::option::Option::None),
     }
@@ -196,13 +234,15 @@ fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 // `typed::<R, _>` pins the body's output to the declared `R` so that `?` infers; `impl Trait`
 // inside `R` becomes `_`, a bare `impl Trait` is not pinned, no return type pins `()`.
 fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
+    let krate = stack.krate.as_ref();
+    let p = private(krate, Span::call_site());
     let key_ident = Ident::new("__flux_key", Span::mixed_site());
     let (param, key): (Option<FnArg>, TokenStream) = match &stack.key {
         None | Some((_, KeySpec::Ip)) => {
             let ip = Ident::new("__flux_ip", Span::mixed_site());
             (
-                Some(parse_quote!(#ip: ::flux::__private::ClientIp)),
-                quote!(::flux::__private::key_ip(#ip)),
+                Some(parse_quote!(#ip: #p::ClientIp)),
+                quote!(#p::key_ip(#ip)),
             )
         }
         Some((_, KeySpec::Header(name))) if name.len() <= 32 => {
@@ -222,27 +262,27 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
                 proc_macro2::Literal::u128_suffixed(halves[1]),
             );
             (
-                Some(parse_quote!(#headers: ::flux::__private::HeaderKey<#a, #b>)),
-                quote!(::flux::__private::key_header_packed(#headers)),
+                Some(parse_quote!(#headers: #p::HeaderKey<#a, #b>)),
+                quote!(#p::key_header_packed(#headers)),
             )
         }
         Some((_, KeySpec::Header(name))) => {
             let headers = Ident::new("__flux_headers", Span::mixed_site());
             (
-                Some(parse_quote!(#headers: ::flux::__private::RequestHeaders)),
-                quote!(::flux::__private::key_header(&#headers, #name)),
+                Some(parse_quote!(#headers: #p::RequestHeaders)),
+                quote!(#p::key_header(&#headers, #name)),
             )
         }
-        Some((_, KeySpec::Global)) => (
-            None,
-            quote!(::core::result::Result::Ok(::flux::__private::key_global())),
-        ),
-        Some((span, KeySpec::Expr(expr))) => (
-            None,
-            quote_spanned! {*span=>
-                ::core::result::Result::Ok(::flux::__private::key_of(&(#expr)))
-            },
-        ),
+        Some((_, KeySpec::Global)) => (None, quote!(::core::result::Result::Ok(#p::key_global()))),
+        Some((span, KeySpec::Expr(expr))) => {
+            let private = private(krate, *span);
+            (
+                None,
+                quote_spanned! {*span=>
+                    ::core::result::Result::Ok(#private::key_of(&(#expr)))
+                },
+            )
+        }
     };
     if let Some(param) = param {
         let at = usize::from(matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_))));
@@ -251,10 +291,11 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
 
     let block = &func.block;
     let block_span = block.brace_token.span.join();
+    let typed = private(krate, block_span);
     let mut bounds = TokenStream::new();
     let (body, ret_span) = match &func.sig.output {
         ReturnType::Default => (
-            quote_spanned!(block_span=> ::flux::__private::typed::<(), _>(async move #block)),
+            quote_spanned!(block_span=> #typed::typed::<(), _>(async move #block)),
             func.sig.paren_token.span.join(),
         ),
         ReturnType::Type(_, ty) => {
@@ -262,20 +303,21 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
             bounds = declared_bounds(&erased);
             match pinned {
                 Some(pinned) => (
-                    quote_spanned!(block_span=> ::flux::__private::typed::<#pinned, _>(async move #block)),
+                    quote_spanned!(block_span=> #typed::typed::<#pinned, _>(async move #block)),
                     ty.span(),
                 ),
                 None => (quote_spanned!(block_span=> async move #block), ty.span()),
             }
         }
     };
-    let limits = limits_static(&func, &stack.limits);
+    let limits = limits_static(&func, stack);
     let on_error = policy(stack);
 
     // Spanned at the declared return type, parentheses included (a call's span runs from
     // its path to its closing parenthesis): "`X` is not `IntoResponse`" points there.
+    let http = private(krate, ret_span);
     let call = quote_spanned! {ret_span=>
-        ::flux::__private::http(&__FLUX_LIMITS, #key_ident, #on_error, #body).await
+        #http::http(&__FLUX_LIMITS, #key_ident, #on_error, #body).await
     };
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
@@ -284,7 +326,7 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
         ReturnType::Type(arrow, _) => *arrow,
         ReturnType::Default => Default::default(),
     };
-    sig.output = ReturnType::Type(arrow, Box::new(parse_quote!(::flux::__private::Response)));
+    sig.output = ReturnType::Type(arrow, Box::new(parse_quote!(#p::Response)));
     quote! {
         #(#outer)*
         #vis #sig {
@@ -316,12 +358,15 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
 // `__flux_err` is spanned at the return type, where a missing `From<RateLimited>` is
 // reported; its scope is the generated `return` alone.
 fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
+    let krate = stack.krate.as_ref();
+    let p = private(krate, Span::call_site());
     let key_ident = Ident::new("__flux_key", Span::mixed_site());
     let key = match &stack.key {
         Some((span, KeySpec::Expr(expr))) => {
-            quote_spanned!(*span=> ::flux::__private::key_of(&(#expr)))
+            let private = private(krate, *span);
+            quote_spanned!(*span=> #private::key_of(&(#expr)))
         }
-        _ => quote!(::flux::__private::key_global()),
+        _ => quote!(#p::key_global()),
     };
     let ret_span = match &func.sig.output {
         ReturnType::Type(_, ty) => ty.span(),
@@ -333,7 +378,7 @@ fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
     let deny = quote_spanned! {ret_span=>
         return ::core::result::Result::Err(::core::convert::From::from(#err));
     };
-    let limits = limits_static(&func, &stack.limits);
+    let limits = limits_static(&func, stack);
     let on_error = policy(stack);
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
@@ -344,9 +389,9 @@ fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
         #vis #sig {
             #(#inner)*
             #limits
-            let #key_ident: ::flux::__private::Key = #key;
+            let #key_ident: #p::Key = #key;
             if let ::core::result::Result::Err(#err) =
-                ::flux::__private::plain(&__FLUX_LIMITS, #key_ident, #on_error).await
+                #p::plain(&__FLUX_LIMITS, #key_ident, #on_error).await
             {
                 #deny
             }
@@ -449,5 +494,112 @@ fn declared_bounds(erased: &[TypeImplTrait]) -> TokenStream {
     quote! {
         #[allow(dead_code)]
         fn __flux_declared_bounds<__FluxR: #(#plain)+*>() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ident in `tokens`, groups included.
+    fn idents(tokens: TokenStream) -> Vec<String> {
+        tokens
+            .into_iter()
+            .flat_map(|tree| match tree {
+                TokenTree::Ident(ident) => vec![ident.to_string()],
+                TokenTree::Group(group) => idents(group.stream()),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_renamed_crate_replaces_every_flux_path() {
+        let cases = [
+            (
+                quote!(rate = "1/s", crate = "renamed"),
+                quote! {
+                    #[renamed::rate_limit(rate = "100/h")]
+                    async fn by_ip() -> Result<impl IntoResponse, E> { Ok("ok") }
+                },
+            ),
+            (
+                quote!(
+                    rate = "1/s",
+                    key = "header:x-api-key",
+                    on_error = "closed",
+                    crate = "renamed"
+                ),
+                quote!(
+                    async fn short_header() {}
+                ),
+            ),
+            (
+                quote!(
+                    rate = "1/s",
+                    key = "header:x-a-header-name-longer-than-32-bytes",
+                    crate = "renamed"
+                ),
+                quote!(
+                    async fn long_header() -> &'static str {
+                        "ok"
+                    }
+                ),
+            ),
+            (
+                quote!(rate = "1/s", key = user.id, crate = "::deps::renamed"),
+                quote! {
+                    #[deps::renamed::rate_limit(rate = "100/h", crate = "::deps::renamed")]
+                    #[rate_limit(rate = "1000/day", key = user.id)]
+                    async fn by_expr(user: User) -> String { user.name }
+                },
+            ),
+            (
+                quote!(
+                    rate = "1/s",
+                    key = "global",
+                    deny = "error",
+                    crate = "renamed"
+                ),
+                quote!(
+                    async fn plain_global() -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            ),
+            (
+                quote!(
+                    rate = "1/s",
+                    key = tenant,
+                    deny = "error",
+                    crate = "renamed"
+                ),
+                quote!(
+                    async fn plain_expr(tenant: &str) -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            ),
+        ];
+        for (args, item) in cases {
+            let idents = idents(rate_limit(args, item));
+            let text = idents.join(" ");
+            assert!(!idents.iter().any(|i| i == "compile_error"), "{text}");
+            assert!(!idents.iter().any(|i| i == "flux"), "{text}");
+            assert!(idents.iter().any(|i| i == "renamed"), "{text}");
+            // The stacked attributes were collected, not left to expand on their own.
+            assert!(!idents.iter().any(|i| i == "rate_limit"), "{text}");
+        }
+    }
+
+    #[test]
+    fn flux_is_the_default_crate() {
+        let idents = idents(rate_limit(
+            quote!(rate = "1/s"),
+            quote!(
+                async fn handler() {}
+            ),
+        ));
+        assert!(idents.iter().any(|i| i == "flux"));
     }
 }

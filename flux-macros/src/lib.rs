@@ -39,6 +39,7 @@ mod valid;
 /// | `name` | string: the bucket's name; limits with equal names share buckets | `module_path!()::fn_name` |
 /// | `on_error` | `"open"`, `"closed"` or `"local"`: `flux::FailurePolicy` when Redis is unavailable | the limiter's policy |
 /// | `deny` | `"response"` or `"error"`: which expansion applies (below) | `"response"` |
+/// | `crate` | string: the path of the runtime crate, for a renamed dependency (`crate = "my_flux"`), as `#[serde(crate = "...")]` | `"::flux"` |
 ///
 /// The default name does not include a method's type: give `name` to two limited methods
 /// of the same name in one module, or they share their buckets. The last `::` segment of
@@ -92,14 +93,20 @@ mod valid;
 /// - `rate`, `burst`, `cost` and `name` are per limit. Unnamed limits of a stack are named
 ///   `module_path!()::fn_name#1`, `#2`, ... in order, so each has its own bucket; two
 ///   explicit equal names in one stack are an error.
-/// - `key`, `on_error` and `deny` are per check: set them on the first attribute. A later
+/// - `key`, `on_error`, `deny` and `crate` are per check: set them on the first attribute. A later
 ///   attribute may repeat the first's value exactly (copy-pasted attributes compile) but
 ///   may not set a different one, nor one the first attribute leaves at its default.
-/// - Only attributes spelled `rate_limit` or `flux::rate_limit` are collected: one imported
-///   under another name expands as a separate check.
+/// - Only attributes spelled `rate_limit` or `flux::rate_limit` are collected, and with
+///   `crate = "a::b"` also `b::rate_limit` and `a::b::rate_limit`: one imported under
+///   another name expands as a separate check.
 ///
-/// The generated code refers only to `::flux::__private` and `::core`, so the `flux` crate
-/// must be a direct dependency.
+/// # The runtime crate: `crate`
+///
+/// The generated code refers only to `::flux::__private` and `::core`, so the runtime must
+/// be a direct dependency named `flux`. Under another name (`my_flux = { package =
+/// "flux-ratelimit", ... }` in Cargo.toml), or re-exported by another crate, say where it
+/// is with `crate = "my_flux"` (or `"::my_flux"`, `"my_deps::flux"`): every path the
+/// expansion emits then starts from there.
 #[proc_macro_attribute]
 pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::rate_limit(args.into(), item.into()).into()

@@ -4,6 +4,7 @@
 
 use flux_core::{LimitError, Rate, check_limit};
 use proc_macro2::Span;
+use quote::ToTokens;
 
 use crate::attr::{Args, Deny, KeySpec, Policy, Slot};
 use crate::diag::Errors;
@@ -28,6 +29,8 @@ pub(crate) struct Stack {
     pub(crate) deny: Deny,
     /// The `deny` literal, if written.
     pub(crate) deny_span: Option<Span>,
+    /// `crate = "..."`, if written: the path of the runtime crate (else `::flux`).
+    pub(crate) krate: Option<syn::Path>,
 }
 
 /// A rate that no bound rejects with any burst: one token per microsecond.
@@ -87,7 +90,7 @@ fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec>
 /// Validates a stack of attributes: `first` is the outermost, the one being expanded, and
 /// `rest` the others, in order; each comes with the span where a missing `rate` is reported.
 ///
-/// `key`, `on_error` and `deny` describe the one check and are set on the first attribute;
+/// `key`, `on_error`, `deny` and `crate` describe the one check and are set on the first attribute;
 /// a later one may repeat the same value (copy-pasted attributes compile) but not change it.
 pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Errors) -> Stack {
     let mut limits = Vec::new();
@@ -111,7 +114,7 @@ pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Er
     }
     let first = &first.1;
     for (_, args) in rest {
-        shared(&first.key, &args.key, "key", KeySpec::same_as, errors);
+        shared(&first.key, &args.key, "key", same_key, errors);
         shared(
             &first.on_error,
             &args.on_error,
@@ -120,6 +123,7 @@ pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Er
             errors,
         );
         shared(&first.deny, &args.deny, "deny", PartialEq::eq, errors);
+        shared(&first.krate, &args.krate, "crate", same_tokens, errors);
     }
 
     let deny = first.deny.as_ref().map_or(Deny::Response, |(_, d)| *d);
@@ -133,7 +137,23 @@ pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Er
         on_error: first.on_error.map(|(_, p)| p),
         deny,
         deny_span,
+        krate: first.krate.as_ref().map(|(_, path)| path.clone()),
     }
+}
+
+/// Equal as written (expressions compared token by token).
+fn same_key(a: &KeySpec, b: &KeySpec) -> bool {
+    match (a, b) {
+        (KeySpec::Ip, KeySpec::Ip) | (KeySpec::Global, KeySpec::Global) => true,
+        (KeySpec::Header(a), KeySpec::Header(b)) => a == b,
+        (KeySpec::Expr(a), KeySpec::Expr(b)) => same_tokens(a, b),
+        _ => false,
+    }
+}
+
+/// Equal as written, token by token.
+fn same_tokens<T: ToTokens>(a: &T, b: &T) -> bool {
+    a.to_token_stream().to_string() == b.to_token_stream().to_string()
 }
 
 /// `deny = "error"` limits a plain async fn: its key must be explicit and must not need a
@@ -218,19 +238,36 @@ mod tests {
     fn stacked_attributes_share_key_policy_and_deny() {
         // Repeating the first attribute's values is fine.
         let ok = stack_of(vec![
-            quote!(rate = "5/s", key = user.id, on_error = "local"),
-            quote!(rate = "100/h", key = user.id, on_error = "local"),
+            quote!(
+                rate = "5/s",
+                key = user.id,
+                on_error = "local",
+                crate = "my_flux"
+            ),
+            quote!(
+                rate = "100/h",
+                key = user.id,
+                on_error = "local",
+                crate = "my_flux"
+            ),
             quote!(rate = "1000/day"),
         ])
         .expect("valid");
         assert_eq!(ok.limits.len(), 3);
         assert!(ok.on_error == Some(Policy::Local));
+        assert!(ok.krate.is_some_and(|path| path.is_ident("my_flux")));
         for later in [
             quote!(rate = "100/h", key = user.name),
             quote!(rate = "100/h", deny = "response"),
             quote!(rate = "100/h", on_error = "open"),
+            quote!(rate = "100/h", crate = "flux"),
         ] {
-            let first = quote!(rate = "5/s", key = user.id, on_error = "local");
+            let first = quote!(
+                rate = "5/s",
+                key = user.id,
+                on_error = "local",
+                crate = "my_flux"
+            );
             assert!(stack_of(vec![first, later]).is_err());
         }
     }
