@@ -2,10 +2,11 @@
 //! user's `async fn` to the rewritten fn.
 //!
 //! Generated code names nothing but `::flux::__private::...` (or, with `crate = "path"`,
-//! `path::__private::...`) and `::core::...`; its locals
-//! are `__flux_*` idents with `Span::mixed_site()` hygiene (but one, see `plain`), so user
-//! code can neither see nor shadow them. The user's attributes, visibility, signature and body are re-emitted
-//! with their own spans.
+//! `path::__private::...`) and `::core::...`. Its locals are `__flux_*` idents with
+//! `Span::mixed_site()` hygiene (but one, see `plain`), and its items (the limits' static,
+//! the declared bounds' fn), which hygiene does not hide, sit in blocks of their own: user
+//! code can neither see nor shadow any of them. The user's attributes, visibility,
+//! signature and body are re-emitted with their own spans.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
@@ -141,13 +142,18 @@ fn private(krate: Option<&Path>, span: Span) -> TokenStream {
 
 // Input:  #[rate_limit(rate = "10/s", burst = 5)] #[rate_limit(rate = "100/h", name = "hourly")]
 //         on `async fn search`
-// Output: static __FLUX_LIMITS: [::flux::__private::Limit; 2] = [
-//             ::flux::__private::Limit::__from_macro(
-//                 ::core::concat!(::core::module_path!(), "::", "search#1"),
-//                 10u32, 1000000u64, 5u32, 1u32),
-//             ::flux::__private::Limit::__from_macro("hourly", 100u32, 3600000000u64, 100u32, 1u32),
-//         ];
-fn limits_static(func: &ItemFn, stack: &Stack) -> TokenStream {
+// Output: let __flux_limits: &'static [::flux::__private::Limit] = {
+//             static __FLUX_LIMITS: [::flux::__private::Limit; 2] = [
+//                 ::flux::__private::Limit::__from_macro(
+//                     ::core::concat!(::core::module_path!(), "::", "search#1"),
+//                     10u32, 1000000u64, 5u32, 1u32),
+//                 ::flux::__private::Limit::__from_macro("hourly", 100u32, 3600000000u64, 100u32, 1u32),
+//             ];
+//             &__FLUX_LIMITS
+//         };
+// The static is an item, which hygiene does not hide: inside its own block, it is out of
+// the body's scope (a body's own `__FLUX_LIMITS` neither clashes with it nor is shadowed).
+fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
     let limits = &stack.limits;
     let krate = stack.krate.as_ref();
     let fn_name = func.sig.ident.unraw().to_string();
@@ -179,9 +185,18 @@ fn limits_static(func: &ItemFn, stack: &Stack) -> TokenStream {
     });
     let len = limits.len();
     let private = private(krate, Span::call_site());
+    let limits = limits_ident();
     quote! {
-        static __FLUX_LIMITS: [#private::Limit; #len] = [#(#items),*];
+        let #limits: &'static [#private::Limit] = {
+            static __FLUX_LIMITS: [#private::Limit; #len] = [#(#items),*];
+            &__FLUX_LIMITS
+        };
     }
+}
+
+/// `__flux_limits`, the check's `&'static [Limit]`.
+fn limits_ident() -> Ident {
+    Ident::new("__flux_limits", Span::mixed_site())
 }
 
 // Input:  on_error = "closed"           | (absent)
@@ -215,11 +230,11 @@ fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 //         __flux_ip: ::flux::__private::ClientIp,
 //         Query(q): Query<Params>,
 //     ) -> ::flux::__private::Response {
-//         static __FLUX_LIMITS: [::flux::__private::Limit; 1] = [/* limits_static */];
+//         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
 //         /* declared_bounds, when the declared type has `impl Trait` */
-//         let __flux_key = ::flux::__private::key_ip(&__flux_ip);
+//         let __flux_key = ::flux::__private::key_ip(__flux_ip);
 //         ::flux::__private::http(
-//             &__FLUX_LIMITS,
+//             __flux_limits,
 //             __flux_key,
 //             ::core::option::Option::None,
 //             ::flux::__private::typed::<Result<Json<Hits>, AppError>, _>(async move { BODY }),
@@ -310,14 +325,15 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
             }
         }
     };
-    let limits = limits_static(&func, stack);
+    let limits = limits_let(&func, stack);
+    let limits_ident = limits_ident();
     let on_error = policy(stack);
 
     // Spanned at the declared return type, parentheses included (a call's span runs from
     // its path to its closing parenthesis): "`X` is not `IntoResponse`" points there.
     let http = private(krate, ret_span);
     let call = quote_spanned! {ret_span=>
-        #http::http(&__FLUX_LIMITS, #key_ident, #on_error, #body).await
+        #http::http(#limits_ident, #key_ident, #on_error, #body).await
     };
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
@@ -344,17 +360,18 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
 //     async fn fetch(tenant: &str) -> Result<String, PartnerError> { STMTS }
 // Output:
 //     async fn fetch(tenant: &str) -> Result<String, PartnerError> {
-//         static __FLUX_LIMITS: [::flux::__private::Limit; 1] = [/* limits_static */];
+//         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
 //         let __flux_key: ::flux::__private::Key = ::flux::__private::key_of(&(tenant));
 //         if let ::core::result::Result::Err(__flux_err) =
-//             ::flux::__private::plain(&__FLUX_LIMITS, __flux_key, ::core::option::Option::None).await
+//             ::flux::__private::plain(__flux_limits, __flux_key, ::core::option::Option::None).await
 //         {
 //             return ::core::result::Result::Err(::core::convert::From::from(__flux_err));
 //         }
 //         STMTS
 //     }
 // The signature is untouched and the statements follow the check in the same block, so
-// `return` and `?` behave as before. Only "global" and expression keys reach here.
+// `return` and `?` behave as before (and may declare items of any name: the limits' static
+// is in a block of its own). Only "global" and expression keys reach here.
 // `__flux_err` is spanned at the return type, where a missing `From<RateLimited>` is
 // reported; its scope is the generated `return` alone.
 fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
@@ -378,7 +395,8 @@ fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
     let deny = quote_spanned! {ret_span=>
         return ::core::result::Result::Err(::core::convert::From::from(#err));
     };
-    let limits = limits_static(&func, stack);
+    let limits = limits_let(&func, stack);
+    let limits_ident = limits_ident();
     let on_error = policy(stack);
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
@@ -391,7 +409,7 @@ fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
             #limits
             let #key_ident: #p::Key = #key;
             if let ::core::result::Result::Err(#err) =
-                #p::plain(&__FLUX_LIMITS, #key_ident, #on_error).await
+                #p::plain(#limits_ident, #key_ident, #on_error).await
             {
                 #deny
             }
@@ -462,12 +480,15 @@ fn contains_impl(tokens: TokenStream) -> bool {
 }
 
 // Input:  -> Result<impl IntoResponse + Send + 'static, AppError>   (erased by `inferable`)
-// Output: #[allow(dead_code)]
-//         fn __flux_declared_bounds<__FluxR: IntoResponse + Send>() {}
+// Output: const _: () = {
+//             #[allow(dead_code)]
+//             fn __flux_declared_bounds<__FluxR: IntoResponse + Send>() {}
+//         };
 // The declared `impl Trait` leaves the signature, so its trait paths would no longer be
 // resolved: a misspelt trait would compile and its `use` would warn as unused. This keeps
 // them named. Only bounds that are plain paths (no generic arguments, `Self`, lifetimes or
-// modifiers) are kept: a nested fn cannot see the outer fn's (or impl's) generics.
+// modifiers) are kept: a nested fn cannot see the outer fn's (or impl's) generics. The fn
+// sits in a `const _` block of its own, so the body neither sees nor clashes with it.
 fn declared_bounds(erased: &[TypeImplTrait]) -> TokenStream {
     let plain: Vec<&syn::Path> = erased
         .iter()
@@ -492,8 +513,10 @@ fn declared_bounds(erased: &[TypeImplTrait]) -> TokenStream {
         return TokenStream::new();
     }
     quote! {
-        #[allow(dead_code)]
-        fn __flux_declared_bounds<__FluxR: #(#plain)+*>() {}
+        const _: () = {
+            #[allow(dead_code)]
+            fn __flux_declared_bounds<__FluxR: #(#plain)+*>() {}
+        };
     }
 }
 
