@@ -1,5 +1,31 @@
-//! The `#[rate_limit]` attribute of [Flux](https://docs.rs/flux). Use it through the `flux`
-//! crate (`flux::rate_limit`), which provides everything the expansion refers to.
+//! The `#[rate_limit]` attribute of [Flux](https://docs.rs/flux-ratelimit). Use it through
+//! the runtime crate (`flux-ratelimit`, imported as `flux`): `flux::rate_limit`, where the
+//! runtime provides everything the expansion refers to.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//!
+//! use axum::{Router, routing::get};
+//! use flux::rate_limit;
+//!
+//! /// 20 requests at once per client address, then 10 per second.
+//! #[rate_limit(rate = "10/s", burst = 20)]
+//! async fn hello() -> &'static str {
+//!     "hello"
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let app = Router::new().route("/", get(hello));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     // The default key, "ip", reads the client's address: serve with `ConnectInfo`.
+//!     let app = app.into_make_service_with_connect_info::<SocketAddr>();
+//!     axum::serve(listener, app).await
+//! }
+//! ```
+
+// Doc examples define handlers they do not call.
+#![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 use proc_macro::TokenStream;
 
@@ -11,21 +37,55 @@ mod valid;
 /// Rate-limits an async fn: an axum handler (denied with `429 Too Many Requests`) or, with
 /// `deny = "error"`, any async fn returning `Result` (denied with `Err`).
 ///
-/// ```ignore
+/// ```
+/// # use axum::Json;
+/// # use axum::extract::Query;
+/// # use axum::http::StatusCode;
+/// # use axum::response::{IntoResponse, Response};
+/// # use flux::RateLimited;
 /// use flux::rate_limit;
 ///
+/// # #[derive(serde::Deserialize)]
+/// # struct Params { q: String }
 /// /// 5 requests at once per client address, then 1 per second.
 /// #[rate_limit(rate = "1/s", burst = 5)]
-/// async fn search(Query(q): Query<Params>) -> impl IntoResponse { /* ... */ }
+/// async fn search(Query(params): Query<Params>) -> impl IntoResponse {
+///     format!("results for {}", params.q)
+/// }
 ///
+/// # struct User { id: u64 }
+/// # #[derive(serde::Serialize)]
+/// # struct Report { user: u64 }
+/// # impl Report {
+/// #     async fn build(user: u64) -> Result<Report, AppError> { Ok(Report { user }) }
+/// # }
+/// # struct AppError;
+/// # impl IntoResponse for AppError {
+/// #     fn into_response(self) -> Response { StatusCode::INTERNAL_SERVER_ERROR.into_response() }
+/// # }
 /// /// 3 reports a minute per user, and 100 an hour per user: one atomic check.
 /// #[rate_limit(rate = "3/min", key = user.id)]
 /// #[rate_limit(rate = "100/hour")]
-/// async fn report(user: User) -> Result<Json<Report>, AppError> { /* ... */ }
+/// async fn report(user: User) -> Result<Json<Report>, AppError> {
+///     Ok(Json(Report::build(user.id).await?))
+/// }
 ///
+/// # struct Invoice;
+/// # enum PartnerError { RateLimited(RateLimited) }
+/// # impl From<RateLimited> for PartnerError {
+/// #     fn from(denied: RateLimited) -> Self { PartnerError::RateLimited(denied) }
+/// # }
+/// # mod partner_api {
+/// #     pub async fn invoice(_: &str, _: u32) -> Result<super::Invoice, super::PartnerError> {
+/// #         Ok(super::Invoice)
+/// #     }
+/// # }
 /// /// Outbound calls, 5 per second per tenant; a denial is `Err(PartnerError::from(RateLimited))`.
 /// #[rate_limit(rate = "5/s", key = tenant, deny = "error")]
-/// async fn fetch_invoice(tenant: &str, id: u32) -> Result<Invoice, PartnerError> { /* ... */ }
+/// async fn fetch_invoice(tenant: &str, id: u32) -> Result<Invoice, PartnerError> {
+///     partner_api::invoice(tenant, id).await
+/// }
+/// # fn main() {}
 /// ```
 ///
 /// # Options
