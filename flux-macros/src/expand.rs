@@ -147,7 +147,8 @@ fn private(krate: Option<&Path>, span: Span) -> TokenStream {
 //                 ::flux::__private::Limit::__from_macro(
 //                     ::core::concat!(::core::module_path!(), "::", "search#1"),
 //                     10u32, 1000000u64, 5u32, 1u32),
-//                 ::flux::__private::Limit::__from_macro("hourly", 100u32, 3600000000u64, 100u32, 1u32),
+//                 ::flux::__private::Limit::__from_macro(
+//                     "hourly", 100u32, 3600000000u64, 100u32, 1u32),
 //             ];
 //             &__FLUX_LIMITS
 //         };
@@ -363,7 +364,8 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
 //         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
 //         let __flux_key: ::flux::__private::Key = ::flux::__private::key_of(&(tenant));
 //         if let ::core::result::Result::Err(__flux_err) =
-//             ::flux::__private::plain(__flux_limits, __flux_key, ::core::option::Option::None).await
+//             ::flux::__private::plain(__flux_limits, __flux_key, ::core::option::Option::None)
+//                 .await
 //         {
 //             return ::core::result::Result::Err(::core::convert::From::from(__flux_err));
 //         }

@@ -108,6 +108,9 @@ mod valid;
 /// Every mistake is a compile error on the argument at fault: an invalid rate, `burst = 0`,
 /// `cost = 0`, `cost` above `burst`, a bucket taking more than 10 years to refill
 /// (`burst` x period / count), an unknown or duplicate option, a value of the wrong type.
+/// A rate and a limit's bounds are checked by the runtime's own code (`flux::Rate`'s
+/// parser, `flux::Limit`'s bounds), so the attribute accepts exactly what the runtime
+/// accepts and rejects the rest with the runtime's message.
 ///
 /// # Keys
 ///
@@ -153,9 +156,10 @@ mod valid;
 /// - `rate`, `burst`, `cost` and `name` are per limit. Unnamed limits of a stack are named
 ///   `module_path!()::fn_name#1`, `#2`, ... in order, so each has its own bucket; two
 ///   explicit equal names in one stack are an error.
-/// - `key`, `on_error`, `deny` and `crate` are per check: set them on the first attribute. A later
-///   attribute may repeat the first's value exactly (copy-pasted attributes compile) but
-///   may not set a different one, nor one the first attribute leaves at its default.
+/// - `key`, `on_error`, `deny` and `crate` are per check: set them on the first attribute.
+///   A later attribute may repeat the first's value exactly (copy-pasted attributes
+///   compile) but may not set a different one, nor one the first attribute leaves at its
+///   default.
 /// - Only attributes spelled `rate_limit` or `flux::rate_limit` are collected, and with
 ///   `crate = "a::b"` also `b::rate_limit` and `a::b::rate_limit`: one imported under
 ///   another name expands as a separate check.
