@@ -1,8 +1,9 @@
 //! Parsing one `#[rate_limit(...)]` attribute's arguments into [`Args`].
 //!
 //! Each value is checked where it is parsed, with the error on the offending token: its
-//! type, its grammar (a rate, a header name, a choice). Checks that involve several values
-//! or several stacked attributes belong to `valid`.
+//! type, its grammar (a rate, with the runtime's parser; a header name; a path; a choice).
+//! A limit's bounds (zero burst or cost included, with the runtime's `check_limit`) and
+//! the checks that involve several stacked attributes belong to `valid`.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::parse::{ParseStream, Parser};

@@ -1,6 +1,8 @@
-//! Checks that combine values: one attribute's numbers against each other (cost vs burst,
-//! the bucket's length), and the attributes of a stack against each other (one key, one
-//! failure policy, one `deny`, distinct names). Each error still points at one argument.
+//! Checks that combine values: one attribute's numbers against each other (the bounds of a
+//! limit, by `flux_core::check_limit`: zero burst or cost, cost vs burst, the bucket's
+//! length), and the attributes of a stack against each other (one key, one failure policy,
+//! one `deny`, one `crate`, distinct names; `deny = "error"`'s key). Each error still
+//! points at one argument.
 
 use flux_core::{LimitError, Rate, check_limit};
 use proc_macro2::Span;
