@@ -5,9 +5,11 @@
 
 // The runtime under another name, as `renamed_flux = { package = "flux-ratelimit", ... }` in
 // Cargo.toml would give it (Cargo refuses one package under two names in one manifest, and
-// the other cases need it as `flux`). And `::flux` made to name another crate, so that a
-// path the expansion forgot to rename does not compile.
+// the other cases need it as `flux`).
 extern crate flux as renamed_flux;
+
+// And `::flux` made to name another crate, so that a path the expansion forgot to rename
+// does not compile.
 extern crate core as flux;
 
 use std::future::Future;
@@ -27,7 +29,12 @@ async fn by_ip(Path(id): Path<u32>) -> String {
     id.to_string()
 }
 
-#[rate_limit(rate = "10/s", key = "header:x-api-key", on_error = "local", crate = "::renamed_flux")]
+#[rate_limit(
+    rate = "10/s",
+    key = "header:x-api-key",
+    on_error = "local",
+    crate = "::renamed_flux"
+)]
 async fn by_header() -> impl IntoResponse {
     "ok"
 }
