@@ -1,27 +1,31 @@
 //! Code generation: from a parsed, validated stack of `#[rate_limit]` attributes and the
 //! user's `async fn` to the rewritten fn.
 //!
-//! Generated code names nothing but `::flux::__private::...` and `::core::...`; its locals
-//! are `__flux_*` idents with `Span::mixed_site()` hygiene (but one, see `plain`), so user
-//! code can neither see nor shadow them. The user's attributes, visibility, signature and body are re-emitted
-//! with their own spans.
+//! Generated code names nothing but `::flux::__private::...` (or, with `crate = "path"`,
+//! `path::__private::...`) and `::core::...`. Its locals are `__flux_*` idents with
+//! `Span::mixed_site()` hygiene (but one, see `plain`), and its items (the limits' static,
+//! the declared bounds' fn), which hygiene does not hide, sit in blocks of their own: user
+//! code can neither see nor shadow any of them. The user's attributes, visibility,
+//! signature and body are re-emitted with their own spans.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{
-    AttrStyle, Attribute, FnArg, GenericArgument, Ident, ItemFn, Meta, PathArguments, ReturnType,
-    TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
+    AttrStyle, Attribute, FnArg, GenericArgument, Ident, ItemFn, Meta, Path, PathArguments,
+    ReturnType, TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
 };
 
-use crate::args::{self, Deny, Errors, KeySpec, LimitSpec, Stack};
+use crate::attr::{self, Deny, KeySpec};
+use crate::diag::Errors;
+use crate::valid::{self, LimitSpec, Stack};
 
 /// The attribute: `args` are the outermost invocation's arguments, `item` the fn (with any
 /// further `#[rate_limit]` attributes still on it).
 pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let first = (Span::call_site(), args::parse(args, &mut errors));
+    let first = (Span::call_site(), attr::parse(args, &mut errors));
     let mut func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
         Err(not_a_fn) => {
@@ -30,18 +34,19 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
                 "#[rate_limit] applies to an `async fn` with a body: an axum handler, \
                  or a plain async fn with `deny = \"error\"`",
             );
-            return with_errors(item, errors);
+            return errors.after(item);
         }
     };
 
     let mut rest = Vec::new();
     let attrs = std::mem::take(&mut func.attrs);
+    let krate = first.1.krate.as_ref().map(|(_, path)| path);
     for attr in attrs {
-        if is_rate_limit(&attr) {
+        if is_rate_limit(&attr, krate) {
             // `[...]`: the whole attribute but `#` (`attr.span()` is only `#` on stable).
             rest.push((
                 attr.bracket_token.span.join(),
-                args::parse(stacked_args(&attr, &mut errors), &mut errors),
+                attr::parse(stacked_args(&attr, &mut errors), &mut errors),
             ));
         } else {
             func.attrs.push(attr);
@@ -53,7 +58,7 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
             "#[rate_limit] needs an `async fn`: the check awaits the limiter (add `async`)",
         );
     }
-    let stack = args::stack(&first, &rest, &mut errors);
+    let stack = valid::stack(&first, &rest, &mut errors);
     if stack.deny == Deny::Error && matches!(func.sig.output, ReturnType::Default) {
         errors.push_at(
             stack.deny_span.unwrap_or_else(Span::call_site),
@@ -69,33 +74,34 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
         },
         // The item without its (already reported) sibling attributes, so that they do not
         // expand on their own and report the same mistakes again.
-        Err(errors) => {
+        Err(error) => {
             let mut out = func.into_token_stream();
-            out.extend(errors.into_compile_error());
+            out.extend(error.into_compile_error());
             out
         }
     }
 }
 
-/// The user's item unchanged, followed by the errors (so that one mistake reports once and
-/// the rest of the crate, and the IDE, still see the fn).
-fn with_errors(item: TokenStream, errors: Errors) -> TokenStream {
-    let mut out = item;
-    if let Err(errors) = errors.finish() {
-        out.extend(errors.into_compile_error());
-    }
-    out
-}
-
-/// `#[rate_limit(...)]` or `#[flux::rate_limit(...)]` (also `::flux::`).
-fn is_rate_limit(attr: &Attribute) -> bool {
+/// `#[rate_limit(...)]` or `#[flux::rate_limit(...)]` (also `::flux::`); with
+/// `crate = "a::b"` on the first attribute, also `#[b::rate_limit(...)]` and
+/// `#[a::b::rate_limit(...)]`.
+fn is_rate_limit(attr: &Attribute, krate: Option<&Path>) -> bool {
     let path = attr.path();
-    let mut segments = path.segments.iter().map(|s| &s.ident);
-    match (segments.next(), segments.next(), segments.next()) {
-        (Some(name), None, None) => path.leading_colon.is_none() && name == "rate_limit",
-        (Some(krate), Some(name), None) => krate == "flux" && name == "rate_limit",
-        _ => false,
-    }
+    let segments: Vec<&Ident> = path.segments.iter().map(|s| &s.ident).collect();
+    let Some((name, prefix)) = segments.split_last() else {
+        return false;
+    };
+    let krate: Vec<&Ident> = krate
+        .into_iter()
+        .flat_map(|krate| &krate.segments)
+        .map(|s| &s.ident)
+        .collect();
+    *name == "rate_limit"
+        && match prefix {
+            [] => path.leading_colon.is_none(),
+            [one] if *one == "flux" || krate.last() == Some(one) => true,
+            _ => prefix == krate.as_slice(),
+        }
 }
 
 /// The argument tokens of a stacked attribute.
@@ -114,15 +120,43 @@ fn stacked_args(attr: &Attribute, errors: &mut Errors) -> TokenStream {
     }
 }
 
+/// The runtime's support module: `::flux::__private`, or `<crate>::__private` with
+/// `crate = "..."`, spanned at `span` (the path included, so that a generated call is
+/// spanned as a whole where its errors belong).
+fn private(krate: Option<&Path>, span: Span) -> TokenStream {
+    match krate {
+        None => quote_spanned!(span=> ::flux::__private),
+        Some(path) => {
+            let path: TokenStream = path
+                .to_token_stream()
+                .into_iter()
+                .map(|mut tree| {
+                    tree.set_span(span);
+                    tree
+                })
+                .collect();
+            quote_spanned!(span=> #path::__private)
+        }
+    }
+}
+
 // Input:  #[rate_limit(rate = "10/s", burst = 5)] #[rate_limit(rate = "100/h", name = "hourly")]
 //         on `async fn search`
-// Output: static __FLUX_LIMITS: [::flux::__private::Limit; 2] = [
-//             ::flux::__private::Limit::__from_macro(
-//                 ::core::concat!(::core::module_path!(), "::", "search#1"),
-//                 10u32, 1000000u64, 5u32, 1u32),
-//             ::flux::__private::Limit::__from_macro("hourly", 100u32, 3600000000u64, 100u32, 1u32),
-//         ];
-fn limits_static(func: &ItemFn, limits: &[LimitSpec]) -> TokenStream {
+// Output: let __flux_limits: &'static [::flux::__private::Limit] = {
+//             static __FLUX_LIMITS: [::flux::__private::Limit; 2] = [
+//                 ::flux::__private::Limit::__from_macro(
+//                     ::core::concat!(::core::module_path!(), "::", "search#1"),
+//                     10u32, 1000000u64, 5u32, 1u32),
+//                 ::flux::__private::Limit::__from_macro(
+//                     "hourly", 100u32, 3600000000u64, 100u32, 1u32),
+//             ];
+//             &__FLUX_LIMITS
+//         };
+// The static is an item, which hygiene does not hide: inside its own block, it is out of
+// the body's scope (a body's own `__FLUX_LIMITS` neither clashes with it nor is shadowed).
+fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
+    let limits = &stack.limits;
+    let krate = stack.krate.as_ref();
     let fn_name = func.sig.ident.unraw().to_string();
     let stacked = limits.len() > 1;
     let items = limits.iter().enumerate().map(|(i, limit)| {
@@ -145,14 +179,25 @@ fn limits_static(func: &ItemFn, limits: &[LimitSpec]) -> TokenStream {
             span,
             ..
         } = *limit;
+        let private = private(krate, span);
         quote_spanned! {span=>
-            ::flux::__private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost)
+            #private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost)
         }
     });
     let len = limits.len();
+    let private = private(krate, Span::call_site());
+    let limits = limits_ident();
     quote! {
-        static __FLUX_LIMITS: [::flux::__private::Limit; #len] = [#(#items),*];
+        let #limits: &'static [#private::Limit] = {
+            static __FLUX_LIMITS: [#private::Limit; #len] = [#(#items),*];
+            &__FLUX_LIMITS
+        };
     }
+}
+
+/// `__flux_limits`, the check's `&'static [Limit]`.
+fn limits_ident() -> Ident {
+    Ident::new("__flux_limits", Span::mixed_site())
 }
 
 // Input:  on_error = "closed"           | (absent)
@@ -162,7 +207,8 @@ fn policy(stack: &Stack) -> TokenStream {
     match stack.on_error {
         Some(policy) => {
             let variant = format_ident!("{}", policy.variant());
-            quote!(::core::option::Option::Some(::flux::__private::FailurePolicy::#variant))
+            let private = private(stack.krate.as_ref(), Span::call_site());
+            quote!(::core::option::Option::Some(#private::FailurePolicy::#variant))
         }
         None => quote!(::core::option::Option::None),
     }
@@ -185,11 +231,11 @@ fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 //         __flux_ip: ::flux::__private::ClientIp,
 //         Query(q): Query<Params>,
 //     ) -> ::flux::__private::Response {
-//         static __FLUX_LIMITS: [::flux::__private::Limit; 1] = [/* limits_static */];
+//         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
 //         /* declared_bounds, when the declared type has `impl Trait` */
-//         let __flux_key = ::flux::__private::key_ip(&__flux_ip);
+//         let __flux_key = ::flux::__private::key_ip(__flux_ip);
 //         ::flux::__private::http(
-//             &__FLUX_LIMITS,
+//             __flux_limits,
 //             __flux_key,
 //             ::core::option::Option::None,
 //             ::flux::__private::typed::<Result<Json<Hits>, AppError>, _>(async move { BODY }),
@@ -204,13 +250,15 @@ fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 // `typed::<R, _>` pins the body's output to the declared `R` so that `?` infers; `impl Trait`
 // inside `R` becomes `_`, a bare `impl Trait` is not pinned, no return type pins `()`.
 fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
+    let krate = stack.krate.as_ref();
+    let p = private(krate, Span::call_site());
     let key_ident = Ident::new("__flux_key", Span::mixed_site());
     let (param, key): (Option<FnArg>, TokenStream) = match &stack.key {
         None | Some((_, KeySpec::Ip)) => {
             let ip = Ident::new("__flux_ip", Span::mixed_site());
             (
-                Some(parse_quote!(#ip: ::flux::__private::ClientIp)),
-                quote!(::flux::__private::key_ip(#ip)),
+                Some(parse_quote!(#ip: #p::ClientIp)),
+                quote!(#p::key_ip(#ip)),
             )
         }
         Some((_, KeySpec::Header(name))) if name.len() <= 32 => {
@@ -230,27 +278,27 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
                 proc_macro2::Literal::u128_suffixed(halves[1]),
             );
             (
-                Some(parse_quote!(#headers: ::flux::__private::HeaderKey<#a, #b>)),
-                quote!(::flux::__private::key_header_packed(#headers)),
+                Some(parse_quote!(#headers: #p::HeaderKey<#a, #b>)),
+                quote!(#p::key_header_packed(#headers)),
             )
         }
         Some((_, KeySpec::Header(name))) => {
             let headers = Ident::new("__flux_headers", Span::mixed_site());
             (
-                Some(parse_quote!(#headers: ::flux::__private::RequestHeaders)),
-                quote!(::flux::__private::key_header(&#headers, #name)),
+                Some(parse_quote!(#headers: #p::RequestHeaders)),
+                quote!(#p::key_header(&#headers, #name)),
             )
         }
-        Some((_, KeySpec::Global)) => (
-            None,
-            quote!(::core::result::Result::Ok(::flux::__private::key_global())),
-        ),
-        Some((span, KeySpec::Expr(expr))) => (
-            None,
-            quote_spanned! {*span=>
-                ::core::result::Result::Ok(::flux::__private::key_of(&(#expr)))
-            },
-        ),
+        Some((_, KeySpec::Global)) => (None, quote!(::core::result::Result::Ok(#p::key_global()))),
+        Some((span, KeySpec::Expr(expr))) => {
+            let private = private(krate, *span);
+            (
+                None,
+                quote_spanned! {*span=>
+                    ::core::result::Result::Ok(#private::key_of(&(#expr)))
+                },
+            )
+        }
     };
     if let Some(param) = param {
         let at = usize::from(matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_))));
@@ -259,10 +307,11 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
 
     let block = &func.block;
     let block_span = block.brace_token.span.join();
+    let typed = private(krate, block_span);
     let mut bounds = TokenStream::new();
     let (body, ret_span) = match &func.sig.output {
         ReturnType::Default => (
-            quote_spanned!(block_span=> ::flux::__private::typed::<(), _>(async move #block)),
+            quote_spanned!(block_span=> #typed::typed::<(), _>(async move #block)),
             func.sig.paren_token.span.join(),
         ),
         ReturnType::Type(_, ty) => {
@@ -270,20 +319,22 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
             bounds = declared_bounds(&erased);
             match pinned {
                 Some(pinned) => (
-                    quote_spanned!(block_span=> ::flux::__private::typed::<#pinned, _>(async move #block)),
+                    quote_spanned!(block_span=> #typed::typed::<#pinned, _>(async move #block)),
                     ty.span(),
                 ),
                 None => (quote_spanned!(block_span=> async move #block), ty.span()),
             }
         }
     };
-    let limits = limits_static(&func, &stack.limits);
+    let limits = limits_let(&func, stack);
+    let limits_ident = limits_ident();
     let on_error = policy(stack);
 
     // Spanned at the declared return type, parentheses included (a call's span runs from
     // its path to its closing parenthesis): "`X` is not `IntoResponse`" points there.
+    let http = private(krate, ret_span);
     let call = quote_spanned! {ret_span=>
-        ::flux::__private::http(&__FLUX_LIMITS, #key_ident, #on_error, #body).await
+        #http::http(#limits_ident, #key_ident, #on_error, #body).await
     };
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
@@ -292,7 +343,7 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
         ReturnType::Type(arrow, _) => *arrow,
         ReturnType::Default => Default::default(),
     };
-    sig.output = ReturnType::Type(arrow, Box::new(parse_quote!(::flux::__private::Response)));
+    sig.output = ReturnType::Type(arrow, Box::new(parse_quote!(#p::Response)));
     quote! {
         #(#outer)*
         #vis #sig {
@@ -310,26 +361,31 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
 //     async fn fetch(tenant: &str) -> Result<String, PartnerError> { STMTS }
 // Output:
 //     async fn fetch(tenant: &str) -> Result<String, PartnerError> {
-//         static __FLUX_LIMITS: [::flux::__private::Limit; 1] = [/* limits_static */];
+//         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
 //         let __flux_key: ::flux::__private::Key = ::flux::__private::key_of(&(tenant));
 //         if let ::core::result::Result::Err(__flux_err) =
-//             ::flux::__private::plain(&__FLUX_LIMITS, __flux_key, ::core::option::Option::None).await
+//             ::flux::__private::plain(__flux_limits, __flux_key, ::core::option::Option::None)
+//                 .await
 //         {
 //             return ::core::result::Result::Err(::core::convert::From::from(__flux_err));
 //         }
 //         STMTS
 //     }
 // The signature is untouched and the statements follow the check in the same block, so
-// `return` and `?` behave as before. Only "global" and expression keys reach here.
+// `return` and `?` behave as before (and may declare items of any name: the limits' static
+// is in a block of its own). Only "global" and expression keys reach here.
 // `__flux_err` is spanned at the return type, where a missing `From<RateLimited>` is
 // reported; its scope is the generated `return` alone.
 fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
+    let krate = stack.krate.as_ref();
+    let p = private(krate, Span::call_site());
     let key_ident = Ident::new("__flux_key", Span::mixed_site());
     let key = match &stack.key {
         Some((span, KeySpec::Expr(expr))) => {
-            quote_spanned!(*span=> ::flux::__private::key_of(&(#expr)))
+            let private = private(krate, *span);
+            quote_spanned!(*span=> #private::key_of(&(#expr)))
         }
-        _ => quote!(::flux::__private::key_global()),
+        _ => quote!(#p::key_global()),
     };
     let ret_span = match &func.sig.output {
         ReturnType::Type(_, ty) => ty.span(),
@@ -341,7 +397,8 @@ fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
     let deny = quote_spanned! {ret_span=>
         return ::core::result::Result::Err(::core::convert::From::from(#err));
     };
-    let limits = limits_static(&func, &stack.limits);
+    let limits = limits_let(&func, stack);
+    let limits_ident = limits_ident();
     let on_error = policy(stack);
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
@@ -352,9 +409,9 @@ fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
         #vis #sig {
             #(#inner)*
             #limits
-            let #key_ident: ::flux::__private::Key = #key;
+            let #key_ident: #p::Key = #key;
             if let ::core::result::Result::Err(#err) =
-                ::flux::__private::plain(&__FLUX_LIMITS, #key_ident, #on_error).await
+                #p::plain(#limits_ident, #key_ident, #on_error).await
             {
                 #deny
             }
@@ -425,12 +482,15 @@ fn contains_impl(tokens: TokenStream) -> bool {
 }
 
 // Input:  -> Result<impl IntoResponse + Send + 'static, AppError>   (erased by `inferable`)
-// Output: #[allow(dead_code)]
-//         fn __flux_declared_bounds<__FluxR: IntoResponse + Send>() {}
+// Output: const _: () = {
+//             #[allow(dead_code)]
+//             fn __flux_declared_bounds<__FluxR: IntoResponse + Send>() {}
+//         };
 // The declared `impl Trait` leaves the signature, so its trait paths would no longer be
 // resolved: a misspelt trait would compile and its `use` would warn as unused. This keeps
 // them named. Only bounds that are plain paths (no generic arguments, `Self`, lifetimes or
-// modifiers) are kept: a nested fn cannot see the outer fn's (or impl's) generics.
+// modifiers) are kept: a nested fn cannot see the outer fn's (or impl's) generics. The fn
+// sits in a `const _` block of its own, so the body neither sees nor clashes with it.
 fn declared_bounds(erased: &[TypeImplTrait]) -> TokenStream {
     let plain: Vec<&syn::Path> = erased
         .iter()
@@ -455,7 +515,116 @@ fn declared_bounds(erased: &[TypeImplTrait]) -> TokenStream {
         return TokenStream::new();
     }
     quote! {
-        #[allow(dead_code)]
-        fn __flux_declared_bounds<__FluxR: #(#plain)+*>() {}
+        const _: () = {
+            #[allow(dead_code)]
+            fn __flux_declared_bounds<__FluxR: #(#plain)+*>() {}
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every ident in `tokens`, groups included.
+    fn idents(tokens: TokenStream) -> Vec<String> {
+        tokens
+            .into_iter()
+            .flat_map(|tree| match tree {
+                TokenTree::Ident(ident) => vec![ident.to_string()],
+                TokenTree::Group(group) => idents(group.stream()),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_renamed_crate_replaces_every_flux_path() {
+        let cases = [
+            (
+                quote!(rate = "1/s", crate = "renamed"),
+                quote! {
+                    #[renamed::rate_limit(rate = "100/h")]
+                    async fn by_ip() -> Result<impl IntoResponse, E> { Ok("ok") }
+                },
+            ),
+            (
+                quote!(
+                    rate = "1/s",
+                    key = "header:x-api-key",
+                    on_error = "closed",
+                    crate = "renamed"
+                ),
+                quote!(
+                    async fn short_header() {}
+                ),
+            ),
+            (
+                quote!(
+                    rate = "1/s",
+                    key = "header:x-a-header-name-longer-than-32-bytes",
+                    crate = "renamed"
+                ),
+                quote!(
+                    async fn long_header() -> &'static str {
+                        "ok"
+                    }
+                ),
+            ),
+            (
+                quote!(rate = "1/s", key = user.id, crate = "::deps::renamed"),
+                quote! {
+                    #[deps::renamed::rate_limit(rate = "100/h", crate = "::deps::renamed")]
+                    #[rate_limit(rate = "1000/day", key = user.id)]
+                    async fn by_expr(user: User) -> String { user.name }
+                },
+            ),
+            (
+                quote!(
+                    rate = "1/s",
+                    key = "global",
+                    deny = "error",
+                    crate = "renamed"
+                ),
+                quote!(
+                    async fn plain_global() -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            ),
+            (
+                quote!(
+                    rate = "1/s",
+                    key = tenant,
+                    deny = "error",
+                    crate = "renamed"
+                ),
+                quote!(
+                    async fn plain_expr(tenant: &str) -> Result<(), E> {
+                        Ok(())
+                    }
+                ),
+            ),
+        ];
+        for (args, item) in cases {
+            let idents = idents(rate_limit(args, item));
+            let text = idents.join(" ");
+            assert!(!idents.iter().any(|i| i == "compile_error"), "{text}");
+            assert!(!idents.iter().any(|i| i == "flux"), "{text}");
+            assert!(idents.iter().any(|i| i == "renamed"), "{text}");
+            // The stacked attributes were collected, not left to expand on their own.
+            assert!(!idents.iter().any(|i| i == "rate_limit"), "{text}");
+        }
+    }
+
+    #[test]
+    fn flux_is_the_default_crate() {
+        let idents = idents(rate_limit(
+            quote!(rate = "1/s"),
+            quote!(
+                async fn handler() {}
+            ),
+        ));
+        assert!(idents.iter().any(|i| i == "flux"));
     }
 }

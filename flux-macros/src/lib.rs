@@ -1,33 +1,91 @@
-//! The `#[rate_limit]` attribute of [Flux](https://docs.rs/flux). Use it through the `flux`
-//! crate (`flux::rate_limit`), which provides everything the expansion refers to.
+//! The `#[rate_limit]` attribute of [Flux](https://docs.rs/flux-ratelimit). Use it through
+//! the runtime crate (`flux-ratelimit`, imported as `flux`): `flux::rate_limit`, where the
+//! runtime provides everything the expansion refers to.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//!
+//! use axum::{Router, routing::get};
+//! use flux::rate_limit;
+//!
+//! /// 20 requests at once per client address, then 10 per second.
+//! #[rate_limit(rate = "10/s", burst = 20)]
+//! async fn hello() -> &'static str {
+//!     "hello"
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let app = Router::new().route("/", get(hello));
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//!     // The default key, "ip", reads the client's address: serve with `ConnectInfo`.
+//!     let app = app.into_make_service_with_connect_info::<SocketAddr>();
+//!     axum::serve(listener, app).await
+//! }
+//! ```
+
+// Doc examples define handlers they do not call.
+#![doc(test(attr(deny(warnings), allow(dead_code))))]
 
 use proc_macro::TokenStream;
 
-mod args;
+mod attr;
+mod diag;
 mod expand;
-
-// The runtime's own rate grammar and limit bounds, so that the attribute accepts exactly
-// what `flux::Rate::from_str` and `flux::Limit` accept.
-use flux_core as rate;
+mod valid;
 
 /// Rate-limits an async fn: an axum handler (denied with `429 Too Many Requests`) or, with
 /// `deny = "error"`, any async fn returning `Result` (denied with `Err`).
 ///
-/// ```ignore
+/// ```
+/// # use axum::Json;
+/// # use axum::extract::Query;
+/// # use axum::http::StatusCode;
+/// # use axum::response::{IntoResponse, Response};
+/// # use flux::RateLimited;
 /// use flux::rate_limit;
 ///
+/// # #[derive(serde::Deserialize)]
+/// # struct Params { q: String }
 /// /// 5 requests at once per client address, then 1 per second.
 /// #[rate_limit(rate = "1/s", burst = 5)]
-/// async fn search(Query(q): Query<Params>) -> impl IntoResponse { /* ... */ }
+/// async fn search(Query(params): Query<Params>) -> impl IntoResponse {
+///     format!("results for {}", params.q)
+/// }
 ///
+/// # struct User { id: u64 }
+/// # #[derive(serde::Serialize)]
+/// # struct Report { user: u64 }
+/// # impl Report {
+/// #     async fn build(user: u64) -> Result<Report, AppError> { Ok(Report { user }) }
+/// # }
+/// # struct AppError;
+/// # impl IntoResponse for AppError {
+/// #     fn into_response(self) -> Response { StatusCode::INTERNAL_SERVER_ERROR.into_response() }
+/// # }
 /// /// 3 reports a minute per user, and 100 an hour per user: one atomic check.
 /// #[rate_limit(rate = "3/min", key = user.id)]
 /// #[rate_limit(rate = "100/hour")]
-/// async fn report(user: User) -> Result<Json<Report>, AppError> { /* ... */ }
+/// async fn report(user: User) -> Result<Json<Report>, AppError> {
+///     Ok(Json(Report::build(user.id).await?))
+/// }
 ///
+/// # struct Invoice;
+/// # enum PartnerError { RateLimited(RateLimited) }
+/// # impl From<RateLimited> for PartnerError {
+/// #     fn from(denied: RateLimited) -> Self { PartnerError::RateLimited(denied) }
+/// # }
+/// # mod partner_api {
+/// #     pub async fn invoice(_: &str, _: u32) -> Result<super::Invoice, super::PartnerError> {
+/// #         Ok(super::Invoice)
+/// #     }
+/// # }
 /// /// Outbound calls, 5 per second per tenant; a denial is `Err(PartnerError::from(RateLimited))`.
 /// #[rate_limit(rate = "5/s", key = tenant, deny = "error")]
-/// async fn fetch_invoice(tenant: &str, id: u32) -> Result<Invoice, PartnerError> { /* ... */ }
+/// async fn fetch_invoice(tenant: &str, id: u32) -> Result<Invoice, PartnerError> {
+///     partner_api::invoice(tenant, id).await
+/// }
+/// # fn main() {}
 /// ```
 ///
 /// # Options
@@ -41,6 +99,7 @@ use flux_core as rate;
 /// | `name` | string: the bucket's name; limits with equal names share buckets | `module_path!()::fn_name` |
 /// | `on_error` | `"open"`, `"closed"` or `"local"`: `flux::FailurePolicy` when Redis is unavailable | the limiter's policy |
 /// | `deny` | `"response"` or `"error"`: which expansion applies (below) | `"response"` |
+/// | `crate` | string: the path of the runtime crate, for a renamed dependency (`crate = "my_flux"`), as `#[serde(crate = "...")]` | `"::flux"` |
 ///
 /// The default name does not include a method's type: give `name` to two limited methods
 /// of the same name in one module, or they share their buckets. The last `::` segment of
@@ -49,6 +108,9 @@ use flux_core as rate;
 /// Every mistake is a compile error on the argument at fault: an invalid rate, `burst = 0`,
 /// `cost = 0`, `cost` above `burst`, a bucket taking more than 10 years to refill
 /// (`burst` x period / count), an unknown or duplicate option, a value of the wrong type.
+/// A rate and a limit's bounds are checked by the runtime's own code (`flux::Rate`'s
+/// parser, `flux::Limit`'s bounds), so the attribute accepts exactly what the runtime
+/// accepts and rejects the rest with the runtime's message.
 ///
 /// # Keys
 ///
@@ -94,14 +156,21 @@ use flux_core as rate;
 /// - `rate`, `burst`, `cost` and `name` are per limit. Unnamed limits of a stack are named
 ///   `module_path!()::fn_name#1`, `#2`, ... in order, so each has its own bucket; two
 ///   explicit equal names in one stack are an error.
-/// - `key`, `on_error` and `deny` are per check: set them on the first attribute. A later
-///   attribute may repeat the first's value exactly (copy-pasted attributes compile) but
-///   may not set a different one, nor one the first attribute leaves at its default.
-/// - Only attributes spelled `rate_limit` or `flux::rate_limit` are collected: one imported
-///   under another name expands as a separate check.
+/// - `key`, `on_error`, `deny` and `crate` are per check: set them on the first attribute.
+///   A later attribute may repeat the first's value exactly (copy-pasted attributes
+///   compile) but may not set a different one, nor one the first attribute leaves at its
+///   default.
+/// - Only attributes spelled `rate_limit` or `flux::rate_limit` are collected, and with
+///   `crate = "a::b"` also `b::rate_limit` and `a::b::rate_limit`: one imported under
+///   another name expands as a separate check.
 ///
-/// The generated code refers only to `::flux::__private` and `::core`, so the `flux` crate
-/// must be a direct dependency.
+/// # The runtime crate: `crate`
+///
+/// The generated code refers only to `::flux::__private` and `::core`, so the runtime must
+/// be a direct dependency named `flux`. Under another name (`my_flux = { package =
+/// "flux-ratelimit", ... }` in Cargo.toml), or re-exported by another crate, say where it
+/// is with `crate = "my_flux"` (or `"::my_flux"`, `"my_deps::flux"`): every path the
+/// expansion emits then starts from there.
 #[proc_macro_attribute]
 pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::rate_limit(args.into(), item.into()).into()

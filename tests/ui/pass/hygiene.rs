@@ -1,8 +1,36 @@
-//! User names equal to the generated ones neither clash with nor capture them.
+//! User names equal to the generated ones neither clash with nor capture them: locals
+//! (hygiene hides the generated ones) and items (the generated ones are in blocks of their
+//! own).
 #![deny(warnings)]
 
 use axum::extract::Path;
+use axum::response::IntoResponse;
 use flux::{ClientIp, Key, rate_limit};
+
+static __FLUX_LIMITS: &str = "mine";
+
+fn __flux_declared_bounds() -> &'static str {
+    "mine too"
+}
+
+/// The body sees the module's items, not the generated static and bounds fn (emitted for
+/// the `impl IntoResponse`).
+#[rate_limit(rate = "10/s", key = "global")]
+async fn body_sees_its_items() -> impl IntoResponse {
+    let mine: &str = __FLUX_LIMITS;
+    format!("{mine} {}", __flux_declared_bounds())
+}
+
+/// A plain fn's statements share the generated code's block: items of the same names are
+/// no duplicates.
+#[rate_limit(rate = "10/s", key = "global", deny = "error")]
+async fn plain_declares_items(n: u32) -> Result<u32, flux::RateLimited> {
+    static __FLUX_LIMITS: u32 = 1;
+    fn __flux_declared_bounds() -> u32 {
+        2
+    }
+    Ok(n + __FLUX_LIMITS + __flux_declared_bounds())
+}
 
 #[rate_limit(rate = "10/s", key = __flux_key)]
 async fn named_like_the_key(Path(__flux_key): Path<String>) -> String {
@@ -28,4 +56,6 @@ fn main() {
         "ip".to_owned(),
     ));
     drop(plain(1));
+    drop(body_sees_its_items());
+    drop(plain_declares_items(1));
 }
