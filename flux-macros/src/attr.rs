@@ -14,8 +14,8 @@ use crate::diag::{Errors, list, unknown_option};
 use flux_core::Rate;
 
 /// The options `#[rate_limit]` accepts, in the order the docs list them.
-const OPTIONS: [&str; 8] = [
-    "rate", "burst", "cost", "key", "name", "on_error", "deny", "crate",
+const OPTIONS: [&str; 10] = [
+    "rate", "burst", "cost", "key", "name", "on_error", "mode", "exempt", "deny", "crate",
 ];
 
 /// A parsed option: where it was written (the value, for errors) and what it says.
@@ -52,6 +52,15 @@ impl Policy {
     }
 }
 
+/// `mode = "..."`: whether the check enforces its answer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    /// Deny what the limits deny, even when the limiter runs in shadow mode.
+    Enforce,
+    /// Decide, charge and count, but never deny.
+    Shadow,
+}
+
 /// `deny = "..."`: which expansion applies.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Deny {
@@ -70,6 +79,9 @@ pub(crate) struct Args {
     pub(crate) name: Slot<String>,
     pub(crate) key: Slot<KeySpec>,
     pub(crate) on_error: Slot<Policy>,
+    pub(crate) mode: Slot<Mode>,
+    /// `exempt = EXPR`: a `bool` over the fn's arguments; true skips the check.
+    pub(crate) exempt: Slot<Box<Expr>>,
     pub(crate) deny: Slot<Deny>,
     /// `crate = "..."`: the path of the runtime crate.
     pub(crate) krate: Slot<syn::Path>,
@@ -139,6 +151,16 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
                 .map_err(&mut invalid)
                 .ok()
             }
+            "mode" => {
+                args.mode = parse_choice(
+                    &value,
+                    "mode",
+                    &[("enforce", Mode::Enforce), ("shadow", Mode::Shadow)],
+                )
+                .map_err(&mut invalid)
+                .ok()
+            }
+            "exempt" => args.exempt = Some((value.span(), Box::new(value))),
             "deny" => {
                 args.deny = parse_choice(
                     &value,

@@ -17,7 +17,7 @@ use syn::{
     ReturnType, TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
 };
 
-use crate::attr::{self, Deny, KeySpec};
+use crate::attr::{self, Deny, KeySpec, Mode};
 use crate::diag::Errors;
 use crate::valid::{self, LimitSpec, Stack};
 
@@ -200,17 +200,50 @@ fn limits_ident() -> Ident {
     Ident::new("__flux_limits", Span::mixed_site())
 }
 
-// Input:  on_error = "closed"           | (absent)
-// Output: ::core::option::Option::Some(::flux::__private::FailurePolicy::Closed)
-//                                        | ::core::option::Option::None
-fn policy(stack: &Stack) -> TokenStream {
-    match stack.on_error {
+// Input:  on_error = "closed", mode = "shadow", exempt = is_internal(&headers)
+// Output: (in `let`) let __flux_exempt: bool = is_internal(&headers);
+//         (in `value`) ::flux::__private::Options {
+//             on_error: ::core::option::Option::Some(::flux::__private::FailurePolicy::Closed),
+//             shadow: ::core::option::Option::Some(true),
+//             exempt: __flux_exempt,
+//         }
+// Absent options are `None`, `None` and `false` (and no `let`). The exemption is evaluated
+// before the body (and the key), so the arguments are only borrowed; its type error, if any,
+// points at the expression.
+struct OptionsTokens {
+    let_exempt: TokenStream,
+    value: TokenStream,
+}
+
+fn options(stack: &Stack) -> OptionsTokens {
+    let p = private(stack.krate.as_ref(), Span::call_site());
+    let on_error = match stack.on_error {
         Some(policy) => {
             let variant = format_ident!("{}", policy.variant());
-            let private = private(stack.krate.as_ref(), Span::call_site());
-            quote!(::core::option::Option::Some(#private::FailurePolicy::#variant))
+            quote!(::core::option::Option::Some(#p::FailurePolicy::#variant))
         }
         None => quote!(::core::option::Option::None),
+    };
+    let shadow = match stack.mode {
+        Some(Mode::Shadow) => quote!(::core::option::Option::Some(true)),
+        Some(Mode::Enforce) => quote!(::core::option::Option::Some(false)),
+        None => quote!(::core::option::Option::None),
+    };
+    let (let_exempt, exempt) = match &stack.exempt {
+        Some((span, expr)) => {
+            let ident = Ident::new("__flux_exempt", Span::mixed_site());
+            (
+                quote_spanned!(*span=> let #ident: bool = #expr;),
+                quote!(#ident),
+            )
+        }
+        None => (TokenStream::new(), quote!(false)),
+    };
+    OptionsTokens {
+        let_exempt,
+        value: quote! {
+            #p::Options { on_error: #on_error, shadow: #shadow, exempt: #exempt }
+        },
     }
 }
 
@@ -228,23 +261,28 @@ fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 // Output:
 //     /// Docs.
 //     pub async fn search(
-//         __flux_ip: ::flux::__private::ClientIp,
+//         __flux_scope: ::flux::__private::Scope<true>,
 //         Query(q): Query<Params>,
 //     ) -> ::flux::__private::Response {
 //         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
 //         /* declared_bounds, when the declared type has `impl Trait` */
-//         let __flux_key = ::flux::__private::key_ip(__flux_ip);
+//         /* let __flux_exempt: bool = EXPR;, with `exempt = EXPR` (see `options`) */
+//         let __flux_key = ::flux::__private::key_ip(&__flux_scope);
 //         ::flux::__private::http(
+//             __flux_scope,
 //             __flux_limits,
 //             __flux_key,
-//             ::core::option::Option::None,
+//             ::flux::__private::Options { /* see `options` */ },
 //             ::flux::__private::typed::<Result<Json<Hits>, AppError>, _>(async move { BODY }),
 //         )
 //         .await
 //     }
-// Keys: "ip" injects `__flux_ip: ClientIp`, "header:NAME" injects
-// `__flux_headers: HeaderKey<A, B>` with the name packed into A and B (or, for names over
-// 32 bytes, `RequestHeaders`), both as the first parameter after any receiver;
+// Every handler gets `__flux_scope: Scope<IP>` as its first parameter after any receiver:
+// the limiter serving the request (the one in its extensions, else the global one) and,
+// with IP (`key = "ip"`, the default) or exempt addresses, the client's address.
+// Keys: "ip" reads the scope; "header:NAME" injects `__flux_headers: HeaderKey<A, B>` after
+// the scope, with the name packed into A and B (or, for names over 32 bytes,
+// `RequestHeaders`);
 // "global" is `Ok(key_global())`; an expression is `Ok(key_of(&(EXPR)))`, evaluated before
 // the body so that the arguments are only borrowed.
 // `typed::<R, _>` pins the body's output to the declared `R` so that `?` infers; `impl Trait`
@@ -253,14 +291,10 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
     let krate = stack.krate.as_ref();
     let p = private(krate, Span::call_site());
     let key_ident = Ident::new("__flux_key", Span::mixed_site());
+    let scope = Ident::new("__flux_scope", Span::mixed_site());
+    let by_ip = matches!(&stack.key, None | Some((_, KeySpec::Ip)));
     let (param, key): (Option<FnArg>, TokenStream) = match &stack.key {
-        None | Some((_, KeySpec::Ip)) => {
-            let ip = Ident::new("__flux_ip", Span::mixed_site());
-            (
-                Some(parse_quote!(#ip: #p::ClientIp)),
-                quote!(#p::key_ip(#ip)),
-            )
-        }
+        None | Some((_, KeySpec::Ip)) => (None, quote!(#p::key_ip(&#scope))),
         Some((_, KeySpec::Header(name))) if name.len() <= 32 => {
             // The name travels in the extractor's type, packed into two u128 (little-endian,
             // zero-padded), so only that header is read: no copy of the request's headers.
@@ -300,10 +334,13 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
             )
         }
     };
+    let at = usize::from(matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_))));
     if let Some(param) = param {
-        let at = usize::from(matches!(func.sig.inputs.first(), Some(FnArg::Receiver(_))));
         func.sig.inputs.insert(at, param);
     }
+    func.sig
+        .inputs
+        .insert(at, parse_quote!(#scope: #p::Scope<#by_ip>));
 
     let block = &func.block;
     let block_span = block.brace_token.span.join();
@@ -328,13 +365,16 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
     };
     let limits = limits_let(&func, stack);
     let limits_ident = limits_ident();
-    let on_error = policy(stack);
+    let OptionsTokens {
+        let_exempt,
+        value: options,
+    } = options(stack);
 
     // Spanned at the declared return type, parentheses included (a call's span runs from
     // its path to its closing parenthesis): "`X` is not `IntoResponse`" points there.
     let http = private(krate, ret_span);
     let call = quote_spanned! {ret_span=>
-        #http::http(#limits_ident, #key_ident, #on_error, #body).await
+        #http::http(#scope, #limits_ident, #key_ident, #options, #body).await
     };
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
@@ -350,6 +390,7 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
             #(#inner)*
             #limits
             #bounds
+            #let_exempt
             let #key_ident = #key;
             #call
         }
@@ -364,7 +405,7 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
 //         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
 //         let __flux_key: ::flux::__private::Key = ::flux::__private::key_of(&(tenant));
 //         if let ::core::result::Result::Err(__flux_err) =
-//             ::flux::__private::plain(__flux_limits, __flux_key, ::core::option::Option::None)
+//             ::flux::__private::plain(__flux_limits, __flux_key, ::flux::__private::Options { .. })
 //                 .await
 //         {
 //             return ::core::result::Result::Err(::core::convert::From::from(__flux_err));
@@ -399,7 +440,10 @@ fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
     };
     let limits = limits_let(&func, stack);
     let limits_ident = limits_ident();
-    let on_error = policy(stack);
+    let OptionsTokens {
+        let_exempt,
+        value: options,
+    } = options(stack);
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
     let sig = &func.sig;
@@ -409,9 +453,10 @@ fn plain(func: ItemFn, stack: &Stack) -> TokenStream {
         #vis #sig {
             #(#inner)*
             #limits
+            #let_exempt
             let #key_ident: #p::Key = #key;
             if let ::core::result::Result::Err(#err) =
-                #p::plain(#limits_ident, #key_ident, #on_error).await
+                #p::plain(#limits_ident, #key_ident, #options).await
             {
                 #deny
             }

@@ -98,6 +98,8 @@ mod valid;
 /// | `key` | `"ip"`, `"global"`, `"header:NAME"`, or a Rust expression | `"ip"` (handlers) |
 /// | `name` | string: the bucket's name; limits with equal names share buckets | `module_path!()::fn_name` |
 /// | `on_error` | `"open"`, `"closed"` or `"local"`: `flux::FailurePolicy` when Redis is unavailable | the limiter's policy |
+/// | `mode` | `"shadow"` (decide, charge and count, never deny, no header fields) or `"enforce"` (deny even when the limiter runs in shadow mode) | the limiter's (`FLUX_SHADOW`) |
+/// | `exempt` | a `bool` expression over the fn's arguments, evaluated before the body: `true` skips the check (no backend call, counted `exempt`) | never |
 /// | `deny` | `"response"` or `"error"`: which expansion applies (below) | `"response"` |
 /// | `crate` | string: the path of the runtime crate, for a renamed dependency (`crate = "my_flux"`), as `#[serde(crate = "...")]` | `"::flux"` |
 ///
@@ -125,9 +127,10 @@ mod valid;
 ///   (`&(EXPR)`), so the arguments are borrowed, never moved. A string literal is always
 ///   read as one of the forms above, never as a constant key.
 ///
-/// `"ip"` and `"header:..."` add an extractor (`flux::ClientIp`; `flux::HeaderKey`, which
-/// reads only the named header, or `flux::RequestHeaders` for names over 32 bytes) as the
-/// first parameter of the handler (after `self`, if any).
+/// A handler gets an extra first parameter (after `self`, if any): an extractor of the
+/// limiter serving the request (a `flux::Flux` in the request's extensions, else the
+/// process-wide one) and, for `"ip"` or when the limiter exempts addresses, the client's
+/// address. `"header:..."` adds a second one, which reads only the named header.
 ///
 /// # Which expansion: `deny`
 ///
@@ -156,7 +159,8 @@ mod valid;
 /// - `rate`, `burst`, `cost` and `name` are per limit. Unnamed limits of a stack are named
 ///   `module_path!()::fn_name#1`, `#2`, ... in order, so each has its own bucket; two
 ///   explicit equal names in one stack are an error.
-/// - `key`, `on_error`, `deny` and `crate` are per check: set them on the first attribute.
+/// - `key`, `on_error`, `mode`, `exempt`, `deny` and `crate` are per check: set them on the
+///   first attribute.
 ///   A later attribute may repeat the first's value exactly (copy-pasted attributes
 ///   compile) but may not set a different one, nor one the first attribute leaves at its
 ///   default.

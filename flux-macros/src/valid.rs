@@ -8,7 +8,7 @@ use flux_core::{LimitError, Rate, check_limit};
 use proc_macro2::Span;
 use quote::ToTokens;
 
-use crate::attr::{Args, Deny, KeySpec, Policy, Slot};
+use crate::attr::{Args, Deny, KeySpec, Mode, Policy, Slot};
 use crate::diag::Errors;
 
 /// One limit, validated: what `Limit::__from_macro` receives.
@@ -28,6 +28,9 @@ pub(crate) struct Stack {
     pub(crate) limits: Vec<LimitSpec>,
     pub(crate) key: Option<(Span, KeySpec)>,
     pub(crate) on_error: Option<Policy>,
+    pub(crate) mode: Option<Mode>,
+    /// `exempt = EXPR`, with the expression's span.
+    pub(crate) exempt: Option<(Span, Box<syn::Expr>)>,
     pub(crate) deny: Deny,
     /// The `deny` literal, if written.
     pub(crate) deny_span: Option<Span>,
@@ -92,7 +95,8 @@ fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec>
 /// Validates a stack of attributes: `first` is the outermost, the one being expanded, and
 /// `rest` the others, in order; each comes with the span where a missing `rate` is reported.
 ///
-/// `key`, `on_error`, `deny` and `crate` describe the one check and are set on the first attribute;
+/// `key`, `on_error`, `mode`, `exempt`, `deny` and `crate` describe the one check and are set on
+/// the first attribute;
 /// a later one may repeat the same value (copy-pasted attributes compile) but not change it.
 pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Errors) -> Stack {
     let mut limits = Vec::new();
@@ -124,6 +128,8 @@ pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Er
             PartialEq::eq,
             errors,
         );
+        shared(&first.mode, &args.mode, "mode", PartialEq::eq, errors);
+        shared(&first.exempt, &args.exempt, "exempt", same_tokens, errors);
         shared(&first.deny, &args.deny, "deny", PartialEq::eq, errors);
         shared(&first.krate, &args.krate, "crate", same_tokens, errors);
     }
@@ -137,6 +143,8 @@ pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Er
         limits,
         key: first.key.clone(),
         on_error: first.on_error.map(|(_, p)| p),
+        mode: first.mode.map(|(_, m)| m),
+        exempt: first.exempt.clone(),
         deny,
         deny_span,
         krate: first.krate.as_ref().map(|(_, path)| path.clone()),

@@ -1,7 +1,5 @@
 //! `Health`: what a readiness probe reads.
 
-use std::time::Duration;
-
 use crate::limiter::Backend;
 use crate::{FailurePolicy, Flux};
 
@@ -73,19 +71,19 @@ impl Flux {
     /// The limiter's health, for a readiness probe or a status page. Cheap: it reads state,
     /// it does not call Redis (see [`Flux::ping`] for that).
     pub fn health(&self) -> Health {
-        let (backend, open, last_error) = match self.backend() {
+        let (backend, open_circuits, last_error) = match self.backend() {
             Backend::Memory => ("memory", Vec::new(), None),
-            Backend::Redis(redis) => {
-                let (open, last) = redis.health();
-                let kind = if redis.is_cluster() {
+            Backend::Redis(redis) => (
+                if redis.is_cluster() {
                     "redis_cluster"
                 } else {
                     "redis"
-                };
-                (kind, open, last)
-            }
+                },
+                redis.open_circuits(),
+                redis.last_error(),
+            ),
         };
-        let degraded = !open.is_empty();
+        let degraded = !open_circuits.is_empty();
         let failure_policy = self.failure_policy();
         Health {
             backend,
@@ -94,17 +92,8 @@ impl Flux {
             shadow: self.is_shadow(),
             degraded,
             ready: !(degraded && failure_policy == FailurePolicy::Closed),
-            open_circuits: open
-                .into_iter()
-                .map(|(circuit, open_for): (String, Duration)| OpenCircuit {
-                    circuit,
-                    open_for_seconds: open_for.as_secs_f64(),
-                })
-                .collect(),
-            last_error: last_error.map(|(message, ago)| LastError {
-                message,
-                seconds_ago: ago.as_secs_f64(),
-            }),
+            open_circuits,
+            last_error,
         }
     }
 }

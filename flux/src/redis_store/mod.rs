@@ -19,7 +19,7 @@ use self::batch::Batcher;
 use self::nodes::{NODE_CIRCUITS, NodeMap};
 use crate::breaker::{Breaker, BreakerConfig, Ticket};
 use crate::gcra::{Bucket, Params};
-use crate::{Error, FailurePolicy, telemetry};
+use crate::{Error, FailurePolicy, LastError, OpenCircuit, telemetry};
 use metrics::SharedString;
 
 /// The token-bucket script, `lua/gcra.lua` (carried in this folder as a link, so that the
@@ -252,15 +252,24 @@ impl RedisStore {
         }
     }
 
-    /// The circuits open now, by name, and for how long; the last error and how long ago.
-    pub(crate) fn health(&self) -> (Vec<(String, Duration)>, Option<(String, Duration)>) {
-        let open = self
-            .breaker
+    /// The circuits open now, by name, and for how long.
+    pub(crate) fn open_circuits(&self) -> Vec<OpenCircuit> {
+        self.breaker
             .open_circuits()
             .into_iter()
-            .map(|c| (self.circuit_name(c.index).to_string(), c.open_for))
-            .collect();
-        (open, self.breaker.last_error())
+            .map(|c| OpenCircuit {
+                circuit: self.circuit_name(c.index).to_string(),
+                open_for_seconds: c.open_for.as_secs_f64(),
+            })
+            .collect()
+    }
+
+    /// The last failed call, and how long ago.
+    pub(crate) fn last_error(&self) -> Option<LastError> {
+        self.breaker.last_error().map(|(message, ago)| LastError {
+            message,
+            seconds_ago: ago.as_secs_f64(),
+        })
     }
 
     /// Whether the breaker is open on any circuit: some checks skip Redis.
@@ -300,7 +309,7 @@ impl RedisStore {
                     if breaker.forget(orphan) {
                         let name = map
                             .address(orphan)
-                            .map_or_else(|| format!("circuit-{orphan}"), |a| a);
+                            .unwrap_or_else(|| format!("circuit-{orphan}"));
                         telemetry::breaker_state(name.into(), false);
                     }
                 }
