@@ -647,7 +647,12 @@ fn find_server_binary() -> ServerBinary {
         "`{}` (from {REDIS_SERVER_VAR})",
         Path::new(&program).display()
     );
-    let missing = format!("{origin} not found. {REDIS_SERVER_VAR_FIX}");
+    let place = if Path::new(&program).is_absolute() {
+        ""
+    } else {
+        " on PATH"
+    };
+    let missing = format!("{origin} not found{place}. {REDIS_SERVER_VAR_FIX}");
     ask_version(program, origin, &missing)
 }
 
