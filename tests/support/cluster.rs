@@ -146,8 +146,11 @@ impl RedisCluster {
     }
 
     /// Waits until every node that is up (neither killed nor paused through this handle)
-    /// reports `cluster_state:ok` with all slots assigned and all nodes known, and every replica
-    /// among them has its link to its master up.
+    /// reports `cluster_state:ok` with all slots assigned and all nodes known, every replica
+    /// among them has its link to its master up, and all of them agree on each node's role,
+    /// master and failure (`CLUSTER NODES`), so that whichever node is asked about the topology
+    /// gives the same answer. (Redis 6.2 spreads a new replica's role by gossip, well after the
+    /// replica itself has synced.)
     ///
     /// # Panics
     ///
@@ -208,6 +211,36 @@ impl RedisCluster {
                 ));
             }
         }
+        self.first_disagreement()
+    }
+
+    /// Which up node sees the topology differently from the first up node, or `None` if all
+    /// agree.
+    fn first_disagreement(&self) -> Option<String> {
+        let mut first: Option<(u16, Vec<NodeRole>)> = None;
+        for node in self.nodes.iter().filter(|node| node.is_up()) {
+            let topology = match node.try_cli(&["CLUSTER", "NODES"]) {
+                Ok(topology) => topology,
+                Err(error) => return Some(error),
+            };
+            let mut view: Vec<NodeRole> = topology
+                .lines()
+                .filter_map(NodeLine::parse)
+                .map(|line| line.role())
+                .collect();
+            view.sort();
+            match &first {
+                None => first = Some((node.port(), view)),
+                Some((port, seen)) if *seen != view => {
+                    return Some(format!(
+                        "the nodes on ports {port} and {} disagree on the topology: \
+                         {seen:?} and {view:?}",
+                        node.port()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         None
     }
 
@@ -258,6 +291,8 @@ struct NodeLine<'a> {
     port: u16,
     /// Comma-separated flags: `myself`, `master`, `slave`, `fail?`, `fail`, ...
     flags: &'a str,
+    /// The node ID of a replica's master; `-` for a master.
+    master: &'a str,
     /// Slot ranges (`0-5460`), single slots (`5461`) and migration notes (`[...]`).
     slots: Vec<&'a str>,
 }
@@ -274,14 +309,29 @@ impl<'a> NodeLine<'a> {
         Some(Self {
             port,
             flags: fields[2],
+            master: fields[3],
             slots: fields[8..].to_vec(),
         })
     }
 
+    /// Whether `flag` is among the node's flags.
+    fn has(&self, flag: &str) -> bool {
+        self.flags.split(',').any(|own| own == flag)
+    }
+
     /// Whether the node is a master that the cluster has not marked failed.
     fn is_live_master(&self) -> bool {
-        let has = |wanted: &str| self.flags.split(',').any(|flag| flag == wanted);
-        has("master") && !has("fail")
+        self.has("master") && !self.has("fail")
+    }
+
+    /// What every node of a settled cluster sees alike about this one.
+    fn role(&self) -> NodeRole {
+        NodeRole {
+            port: self.port,
+            master: self.has("master"),
+            replica_of: self.master.to_owned(),
+            failed: self.has("fail"),
+        }
     }
 
     /// Whether the node's slot list includes `slot`.
@@ -295,4 +345,19 @@ impl<'a> NodeLine<'a> {
             })
             .any(|(low, high)| (low..=high).contains(&slot))
     }
+}
+
+/// One node as another node sees it, for [`RedisCluster::wait_until_ok`]: the parts of
+/// `CLUSTER NODES` that all nodes agree on once the cluster has settled (unlike `myself`, the
+/// local suspicion `fail?`, or a migrating slot's note).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct NodeRole {
+    /// The client port.
+    port: u16,
+    /// Whether it is a master (`master` flag).
+    master: bool,
+    /// Its master's node ID if it is a replica, `-` if not.
+    replica_of: String,
+    /// Whether the cluster has marked it failed (`fail`, not the local `fail?`).
+    failed: bool,
 }

@@ -24,6 +24,12 @@
 //!
 //! `redis-server` and `redis-cli` must be on `PATH`; `scripts/test` installs them. Tests never skip
 //! when they are missing: they fail with instructions.
+//!
+//! `FLUX_TEST_REDIS_SERVER` names another `redis-server` binary to run instead, for every server
+//! and cluster node (`redis-cli` stays the one on `PATH`), such as Redis 6.2:
+//! `FLUX_TEST_REDIS_SERVER=$(scripts/redis-6.2) cargo test -p flux-tests`. Each test binary
+//! prints the version it runs on stderr once, and writes only the configuration that version
+//! knows.
 
 // Each test file uses only part of the harness.
 #![allow(dead_code)]

@@ -1,11 +1,13 @@
 //! One throwaway `redis-server` process: [`RedisServer`] and its options, [`RedisServerBuilder`].
 
-use std::ffi::OsStr;
+use std::env;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,9 +15,17 @@ use nix::sys::signal::{self, Signal};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
-/// The panic message when `redis-server` cannot be run.
-const REDIS_SERVER_MISSING: &str = "redis-server not found on PATH. Install it (Debian/Ubuntu: \
+/// The environment variable naming the `redis-server` binary to run (default: `redis-server` on
+/// `PATH`), such as the Redis 6.2 that `scripts/redis-6.2` installs.
+pub(super) const REDIS_SERVER_VAR: &str = "FLUX_TEST_REDIS_SERVER";
+/// The panic message when `redis-server` is not on `PATH` and [`REDIS_SERVER_VAR`] is unset.
+const REDIS_SERVER_MISSING: &str = "redis-server not found on PATH (and FLUX_TEST_REDIS_SERVER, \
+    which names another binary, is unset). Install it (Debian/Ubuntu: \
     `sudo apt-get install -y redis-server`) or run `scripts/test`, which installs it.";
+/// How to fix a [`REDIS_SERVER_VAR`] that names no runnable `redis-server`.
+const REDIS_SERVER_VAR_FIX: &str = "Set FLUX_TEST_REDIS_SERVER to the absolute path of a \
+    redis-server binary (for Redis 6.2: `FLUX_TEST_REDIS_SERVER=$(scripts/redis-6.2)`), or unset \
+    it to run redis-server from PATH.";
 /// The panic message when `redis-cli` cannot be run.
 const REDIS_CLI_MISSING: &str = "redis-cli not found on PATH. Install it (Debian/Ubuntu: \
     `sudo apt-get install -y redis-server`) or run `scripts/test`, which installs it.";
@@ -89,7 +99,8 @@ impl RedisServerBuilder {
     ///
     /// # Panics
     ///
-    /// If `redis-server` is not on `PATH`, or the server does not come up (with its log).
+    /// If `redis-server` cannot be run (see [`REDIS_SERVER_VAR`]), or the server does not come
+    /// up (with its log).
     pub(crate) fn start(self) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("flux-redis-")
@@ -330,8 +341,17 @@ impl RedisServer {
 
     /// How many times `command` (any case; `"script|load"` for a subcommand) ran since the start
     /// or the last [`RedisServer::reset_stats`], from `INFO commandstats`; 0 if never.
+    ///
+    /// Redis 6 counts subcommands under their command only: there `"script|load"` counts every
+    /// `SCRIPT` call (`LOAD`, `EXISTS`, `FLUSH`, ...), the closest it reports.
     pub(crate) fn command_calls(&self, command: &str) -> u64 {
-        let prefix = format!("cmdstat_{}:", command.to_ascii_lowercase());
+        let mut command = command.to_ascii_lowercase();
+        if server_binary().version.0 < 7
+            && let Some((parent, _)) = command.split_once('|')
+        {
+            command = parent.to_owned();
+        }
+        let prefix = format!("cmdstat_{command}:");
         let info = self.info("commandstats");
         let Some(stats) = info.lines().find_map(|line| line.strip_prefix(&prefix)) else {
             return 0;
@@ -386,18 +406,15 @@ impl RedisServer {
         let stderr = stdout
             .try_clone()
             .expect("duplicate the stdio log handle of redis-server");
-        let child = match Command::new("redis-server")
+        let binary = server_binary();
+        let child = Command::new(&binary.program)
             .arg(&config)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
             .spawn()
-        {
-            Ok(child) => child,
-            Err(error) if error.kind() == ErrorKind::NotFound => panic!("{REDIS_SERVER_MISSING}"),
-            Err(error) => panic!("cannot run redis-server: {error}"),
-        };
+            .unwrap_or_else(|error| panic!("cannot run {}: {error}", binary.origin));
         self.child = Some(child);
         self.paused = false;
 
@@ -412,8 +429,9 @@ impl RedisServer {
                     return Launch::PortTaken;
                 }
                 panic!(
-                    "redis-server on port {} exited ({status}) before answering PING\n{}",
+                    "redis-server on port {} exited ({status}) before answering PING{}\n{}",
                     self.port,
+                    self.config_hint(&output),
                     self.log()
                 );
             }
@@ -476,9 +494,12 @@ impl RedisServer {
                 "logfile {}",
                 quote(&dir.join(LOG_FILE).display().to_string())
             ),
-            // Lets tests use DEBUG SLEEP and friends.
-            "enable-debug-command local".to_owned(),
         ];
+        if server_binary().version.0 >= 7 {
+            // Lets tests use DEBUG SLEEP and friends. Redis 6 has no such directive (and refuses
+            // it): there DEBUG is always allowed.
+            lines.push("enable-debug-command local".to_owned());
+        }
         if let Some(password) = &self.options.password {
             lines.push(format!("requirepass {}", quote(password)));
         }
@@ -495,6 +516,26 @@ impl RedisServer {
         let path = dir.join(CONFIG_FILE);
         fs::write(&path, lines.join("\n") + "\n").expect("write redis.conf");
         path
+    }
+
+    /// A note for a server that refused its configuration because the binary lacks TLS, or
+    /// nothing.
+    fn config_hint(&self, output: &str) -> String {
+        let wants_tls = self
+            .options
+            .directives
+            .iter()
+            .any(|directive| directive.starts_with("tls-"));
+        if wants_tls && output.contains("Bad directive") {
+            format!(
+                "\nIts `tls-*` directives were refused: {} was built without TLS. Use one built \
+                 with BUILD_TLS=yes (`FLUX_TEST_REDIS_SERVER=$(scripts/redis-6.2)` is one, and \
+                 so is Debian's redis-server).",
+                server_binary().origin
+            )
+        } else {
+            String::new()
+        }
     }
 
     /// Sends `signal` to the process.
@@ -538,6 +579,116 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The `redis-server` binary that the harness runs.
+#[derive(Debug)]
+pub(super) struct ServerBinary {
+    /// What to pass to [`Command::new`]: `redis-server`, or the absolute path from
+    /// [`REDIS_SERVER_VAR`].
+    pub(super) program: OsString,
+    /// The program and where it came from, for messages.
+    pub(super) origin: String,
+    /// `(major, minor, patch)` from `redis-server --version`.
+    pub(super) version: (u32, u32, u32),
+}
+
+/// The `redis-server` binary to run: the one [`REDIS_SERVER_VAR`] names, else `redis-server` on
+/// `PATH`. The first call runs `--version` once, and says on stderr which Redis the tests use
+/// (straight to the process's stderr, past the test harness's capture, so a CI log shows it
+/// once per test binary).
+///
+/// # Panics
+///
+/// If the binary is missing or not runnable, or does not tell a Redis version; the message
+/// names [`REDIS_SERVER_VAR`] and how to fix it.
+pub(super) fn server_binary() -> &'static ServerBinary {
+    static BINARY: OnceLock<ServerBinary> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let binary = find_server_binary();
+        // A failed write to stderr is no reason to fail a test.
+        let _ = writeln!(
+            std::io::stderr(),
+            "flux-tests: redis-server {}.{}.{}: {}",
+            binary.version.0,
+            binary.version.1,
+            binary.version.2,
+            binary.origin
+        );
+        binary
+    })
+}
+
+/// Resolves [`REDIS_SERVER_VAR`] and asks the binary for its version; see [`server_binary`].
+fn find_server_binary() -> ServerBinary {
+    let named = env::var_os(REDIS_SERVER_VAR).filter(|value| !value.is_empty());
+    let Some(value) = named else {
+        let origin = "`redis-server` on PATH".to_owned();
+        return ask_version(OsString::from("redis-server"), origin, REDIS_SERVER_MISSING);
+    };
+    let path = Path::new(&value);
+    // A relative path would be resolved against each server's own directory (its working
+    // directory), so resolve it here, against the test's (cargo runs tests in the package's
+    // directory, tests/). A bare name is looked up on PATH.
+    let program = if path.is_absolute() || path.components().count() > 1 {
+        fs::canonicalize(path)
+            .unwrap_or_else(|error| {
+                panic!(
+                    "{REDIS_SERVER_VAR}={} names no usable file ({error}). {REDIS_SERVER_VAR_FIX}",
+                    path.display()
+                )
+            })
+            .into_os_string()
+    } else {
+        value.clone()
+    };
+    let origin = format!(
+        "`{}` (from {REDIS_SERVER_VAR})",
+        Path::new(&program).display()
+    );
+    let place = if Path::new(&program).is_absolute() {
+        ""
+    } else {
+        " on PATH"
+    };
+    let missing = format!("{origin} not found{place}. {REDIS_SERVER_VAR_FIX}");
+    ask_version(program, origin, &missing)
+}
+
+/// Runs `program --version`; panics with `missing` if there is no such program.
+fn ask_version(program: OsString, origin: String, missing: &str) -> ServerBinary {
+    let output = match Command::new(&program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(output) => output,
+        Err(error) if error.kind() == ErrorKind::NotFound => panic!("{missing}"),
+        Err(error) => panic!("cannot run {origin}: {error}. {REDIS_SERVER_VAR_FIX}"),
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // `Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=...`
+    let version = stdout
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("v="))
+        .and_then(|version| {
+            let mut numbers = version.split('.').map(|number| number.parse::<u32>().ok());
+            Some((numbers.next()??, numbers.next()??, numbers.next()??))
+        });
+    match version {
+        Some(version) if output.status.success() => ServerBinary {
+            program,
+            origin,
+            version,
+        },
+        _ => panic!(
+            "{origin} is not a redis-server: `--version` ({}) printed {:?} and {:?}. \
+             {REDIS_SERVER_VAR_FIX}",
+            output.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
     }
 }
 
