@@ -197,13 +197,13 @@ fn peer(parts: &Parts) -> Option<SocketAddr> {
 
 /// The client's address as `flux` sees it: the peer, or behind its trusted proxies the
 /// address they forwarded.
-fn client_ip(flux: &Flux, parts: &Parts) -> Option<IpAddr> {
+pub(crate) fn client_ip(flux: &Flux, parts: &Parts) -> Option<IpAddr> {
     let peer = peer(parts)?;
     Some(flux.trusted_proxies().client_ip(peer, &parts.headers))
 }
 
 /// The answer to an ip-keyed request without a peer address (logged once).
-fn no_peer_address() -> Response {
+pub(crate) fn no_peer_address() -> Response {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         tracing::error!(
@@ -329,7 +329,17 @@ impl<S: Send + Sync, const A: u128, const B: u128> FromRequestParts<S> for Heade
     }
 }
 
-fn missing_header(name: &str) -> Response {
+/// The answer to a request whose key function found no key.
+pub(crate) fn no_key() -> Response {
+    tracing::debug!(target: "flux", "request without a rate-limit key");
+    (
+        StatusCode::BAD_REQUEST,
+        "the request does not say who sends it (no rate-limit key)\n",
+    )
+        .into_response()
+}
+
+pub(crate) fn missing_header(name: &str) -> Response {
     tracing::debug!(target: "flux", header = name, "request without its rate-limit key header");
     (
         StatusCode::BAD_REQUEST,
