@@ -34,13 +34,18 @@ async fn limited() -> &'static str {
     "ok\n"
 }
 
+/// The limit of `/layered`: `limited`'s, applied by a `FluxLayer` instead of the attribute.
+static LAYER_LIMIT: flux::Limit =
+    flux::Limit::new("layered", flux::Rate::per_second::<1_000_000>());
+
 /// The same handler with a limit a flooding client is far over (100/s per client).
 #[flux::rate_limit(rate = "100/s", burst = 100, key = "header:x-client")]
 async fn flood() -> &'static str {
     "ok\n"
 }
 
-/// `flux-bench serve --addr A [--workers N]`: serves `/unlimited`, `/limited` and `/flood`
+/// `flux-bench serve --addr A [--workers N]`: serves `/unlimited`, `/limited`, `/layered`
+/// (the same limit through a `FluxLayer`) and `/flood`
 /// until its standard input closes (the harness holds the other end, so the server never
 /// outlives it). Prints `LISTENING <addr>` once it accepts connections.
 pub(crate) fn serve(addr: &str, workers: usize) -> Res<()> {
@@ -53,10 +58,15 @@ pub(crate) fn serve(addr: &str, workers: usize) -> Res<()> {
         flux.ping(Duration::from_secs(5)).await?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
+        let layered = Router::new().route("/layered", get(unlimited)).route_layer(
+            flux::FluxLayer::new(LAYER_LIMIT.clone())
+                .key_header(http::HeaderName::from_static("x-client")),
+        );
         let app = Router::new()
             .route("/unlimited", get(unlimited))
             .route("/limited", get(limited))
-            .route("/flood", get(flood));
+            .route("/flood", get(flood))
+            .merge(layered);
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let mut sink = Vec::new();

@@ -19,7 +19,7 @@ pub(crate) fn part2_http(
 ) -> Res<()> {
     progress("part 2: end-to-end HTTP");
     let mut section = Section::new(
-        "2. End-to-end HTTP: one axum handler, unlimited / #[rate_limit] in memory / #[rate_limit] on Redis",
+        "2. End-to-end HTTP: one axum handler, unlimited / #[rate_limit] or FluxLayer, in memory or on Redis",
         &[
             "handler",
             "conns",
@@ -37,12 +37,18 @@ pub(crate) fn part2_http(
         ],
     );
     let url = redis.url();
-    let variants: [Variant<'_>; 3] = [
+    let variants: [Variant<'_>; 5] = [
         ("unlimited", "/unlimited", vec![]),
         ("#[rate_limit] in-memory", "/limited", vec![]),
         (
             "#[rate_limit] Redis",
             "/limited",
+            vec![("FLUX_REDIS_URL", url.as_str())],
+        ),
+        ("FluxLayer in-memory", "/layered", vec![]),
+        (
+            "FluxLayer Redis",
+            "/layered",
             vec![("FLUX_REDIS_URL", url.as_str())],
         ),
     ];
@@ -83,7 +89,7 @@ pub(crate) fn part2_http(
     let mut baseline: Vec<(f64, f64, f64)> = Vec::new();
     let mut other_errors = 0;
     for (v, (name, _, _)) in variants.iter().enumerate() {
-        let uses_redis = v == 2;
+        let uses_redis = name.ends_with("Redis");
         for (c, &conns) in conns_list.iter().enumerate() {
             let s = median_round(std::mem::take(&mut runs[v][c]));
             other_errors += s.errors + s.denied;
@@ -113,7 +119,7 @@ pub(crate) fn part2_http(
                 let r = s.rate() / rate;
                 row.push(ratio(r));
                 row.push(ratio(s.p99() / p99));
-                if conns == 64 {
+                if conns == 64 && name.starts_with("#[rate_limit]") {
                     let (id, threshold, what) = if uses_redis {
                         (
                             "http-redis",
