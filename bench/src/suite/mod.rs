@@ -1,5 +1,6 @@
 //! The six parts of a benchmark run, each adding one section (and its targets) to the report.
 
+mod callers;
 mod decisions;
 mod flood;
 mod http;
@@ -9,6 +10,7 @@ mod outage;
 
 use std::time::Duration;
 
+pub(crate) use self::callers::part1b_callers;
 pub(crate) use self::decisions::part1_decisions;
 pub(crate) use self::flood::part3_flood;
 pub(crate) use self::http::part2_http;
