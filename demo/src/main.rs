@@ -49,6 +49,10 @@ const MAX_SECS: u64 = 600;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     match args.first().map(String::as_str) {
         Some("run") => match Options::parse(&args[1..]) {
             Ok(options) => match run(&options) {
@@ -63,10 +67,6 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)
