@@ -4,12 +4,16 @@
 //! in one run and prints one table of figures, ratios and targets (see `BENCHMARKS.md`):
 //!
 //! 1. Redis decisions (`flux.check`) against `PING` and `redis-benchmark` running the same
-//!    script by `EVALSHA` (the ceiling), 1 and 64 callers, random keys and one hot key.
+//!    script by `EVALSHA` (the ceiling), 1 and 64 callers, random keys and one hot key; then
+//!    decisions per second from 1 to 128 callers (1b).
 //! 2. End-to-end HTTP: one axum handler unlimited, limited in memory, limited through Redis.
 //! 3. A hot-key flood: Redis commands per request, p99 of the well-behaved clients.
 //! 4. An outage (Redis frozen with `SIGSTOP`, breaker open) against the in-memory backend.
 //! 5. In-process ns/op (the careful figures: `cargo bench -p flux-bench`).
 //! 6. Memory per active key, in Redis and in the in-memory backend.
+//!
+//! It also draws two pictures (`--pictures DIR`, see `pictures.rs`): the latency distribution
+//! of a check against a `PING`, and decisions per second against the number of callers.
 //!
 //! Subcommands used by the harness itself: `serve` (an HTTP server variant, as a child
 //! process) and `memprobe` (the in-memory backend's memory, in a fresh process); and one for
@@ -18,6 +22,7 @@
 mod driver;
 mod http;
 mod memory;
+mod pictures;
 mod redis_server;
 mod report;
 mod stats;
@@ -33,13 +38,13 @@ use crate::http::{Group, load};
 use crate::redis_server::RedisServer;
 use crate::report::{Report, count, micros};
 use crate::suite::{
-    Sizes, part1_decisions, part2_http, part3_flood, part4_outage, part5_micro, part6_memory,
-    part7_telemetry,
+    Sizes, part1_decisions, part1b_callers, part2_http, part3_flood, part4_outage, part5_micro,
+    part6_memory, part7_telemetry,
 };
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-const USAGE: &str = "usage: flux-bench [--quick] [--out FILE] [--server-workers N] [--only 1,2,..]
+const USAGE: &str = "usage: flux-bench [--quick] [--out FILE] [--pictures DIR] [--server-workers N] [--only 1,2,..]
        flux-bench serve --addr ADDR [--workers N]   (an HTTP server variant; used by the harness)
        flux-bench memprobe --keys N                 (in-memory bytes per key; used by the harness)
        flux-bench load --addr ADDR [--path P] [--conns N] [--secs S] [--one-client]
@@ -87,6 +92,8 @@ fn main() -> ExitCode {
 struct Options {
     quick: bool,
     out: Option<PathBuf>,
+    /// Where the pictures go (default: `flux-bench-pictures` in the temporary directory).
+    pictures: Option<PathBuf>,
     server_workers: usize,
     /// Parts to run (1-6); all when empty.
     only: Vec<u8>,
@@ -97,6 +104,7 @@ impl Options {
         let mut options = Options {
             quick: false,
             out: None,
+            pictures: None,
             server_workers: 2,
             only: Vec::new(),
         };
@@ -110,6 +118,7 @@ impl Options {
             match arg.as_str() {
                 "--quick" => options.quick = true,
                 "--out" => options.out = Some(PathBuf::from(value()?)),
+                "--pictures" => options.pictures = Some(PathBuf::from(value()?)),
                 "--server-workers" => {
                     options.server_workers = value()?
                         .parse()
@@ -228,6 +237,7 @@ fn run(options: &Options) -> Res<()> {
 
     if options.runs(1) {
         part1_decisions(&mut report, &sizes, &runtime, &flux, &redis, &sha)?;
+        part1b_callers(&mut report, &sizes, &runtime, &flux, &redis, &sha)?;
     }
     if options.runs(2) {
         part2_http(&mut report, &sizes, &redis, server_workers)?;
@@ -258,6 +268,18 @@ fn run(options: &Options) -> Res<()> {
     if let Some(path) = &options.out {
         std::fs::write(path, &text)?;
         progress(&format!("report written to {}", path.display()));
+    }
+    let dir = options
+        .pictures
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("flux-bench-pictures"));
+    let note = if quick || cfg!(debug_assertions) {
+        " (quick or debug run: noise)"
+    } else {
+        ""
+    };
+    for path in pictures::draw(&report.pictures, &dir, note)? {
+        progress(&format!("picture written to {}", path.display()));
     }
     drop(runtime);
     drop(redis);

@@ -1,4 +1,5 @@
-//! The printed report: sections of aligned plain-text tables, then the targets.
+//! The printed report: sections of aligned plain-text tables, then the targets; and the data
+//! of its pictures (drawn by `pictures.rs`).
 
 use std::fmt::Write as _;
 
@@ -113,6 +114,32 @@ pub(crate) struct Report {
     pub(crate) sections: Vec<Section>,
     pub(crate) targets: Vec<Target>,
     pub(crate) quick: bool,
+    /// What the pictures show, filled by the parts that measure it.
+    pub(crate) pictures: PictureData,
+}
+
+/// The figures behind the report's pictures.
+#[derive(Default)]
+pub(crate) struct PictureData {
+    /// Part 1's alternating caller: the latency distribution of `flux.ping` (PING on Flux's
+    /// connection) and of `flux.check`, as (latency in µs, share of calls at or below it in %).
+    pub(crate) ping_cdf: Vec<(f64, f64)>,
+    pub(crate) check_cdf: Vec<(f64, f64)>,
+    /// p50 and p99 in µs of each, for the legend: (ping, check).
+    pub(crate) ping_p50_p99: (f64, f64),
+    pub(crate) check_p50_p99: (f64, f64),
+    /// Part 1's sweep: decisions per second of `flux.check` by number of callers, and of
+    /// `redis-benchmark` running the same script (`None` without `redis-benchmark`).
+    pub(crate) callers: Vec<CallersPoint>,
+    /// How many distinct client keys the sweep's checks spread over.
+    pub(crate) callers_keys: usize,
+}
+
+/// One point of the callers sweep.
+pub(crate) struct CallersPoint {
+    pub(crate) callers: usize,
+    pub(crate) flux_rps: f64,
+    pub(crate) evalsha_rps: Option<f64>,
 }
 
 impl Report {

@@ -62,6 +62,10 @@ pub(crate) fn part1_decisions(
     let inter = runtime.block_on(interleaved(flux, Arc::clone(&random), window))?;
     let ping_p50 = inter.ping.quantile_us(0.5);
     let check_p50 = inter.check.quantile_us(0.5);
+    report.pictures.ping_cdf = crate::pictures::cdf(&inter.ping);
+    report.pictures.check_cdf = crate::pictures::cdf(&inter.check);
+    report.pictures.ping_p50_p99 = (ping_p50, inter.ping.quantile_us(0.99));
+    report.pictures.check_p50_p99 = (check_p50, inter.check.quantile_us(0.99));
     for (name, keys, hist) in [
         (
             "PING, flux.ping on Flux's connection (alternating)",

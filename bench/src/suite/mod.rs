@@ -1,5 +1,6 @@
 //! The seven parts of a benchmark run, each adding one section (and its targets) to the report.
 
+mod callers;
 mod decisions;
 mod flood;
 mod http;
@@ -10,6 +11,7 @@ mod telemetry;
 
 use std::time::Duration;
 
+pub(crate) use self::callers::part1b_callers;
 pub(crate) use self::decisions::part1_decisions;
 pub(crate) use self::flood::part3_flood;
 pub(crate) use self::http::part2_http;
