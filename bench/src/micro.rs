@@ -66,11 +66,18 @@ pub struct MemoryDecisions {
     flux: Flux,
     keys: Vec<Key>,
     next: usize,
+    limit: Limit,
 }
 
 impl MemoryDecisions {
-    /// A fresh in-memory limiter and `clients` distinct keys (at least 1).
+    /// A fresh in-memory limiter and `clients` distinct keys (at least 1), checking
+    /// [`MICRO_LIMIT`].
     pub fn new(clients: usize) -> MemoryDecisions {
+        MemoryDecisions::with_limit(clients, MICRO_LIMIT.clone())
+    }
+
+    /// The same, checking `limit`.
+    pub fn with_limit(clients: usize, limit: Limit) -> MemoryDecisions {
         let flux = match Flux::builder().memory().build() {
             Ok(flux) => flux,
             Err(e) => panic!("the in-memory limiter builds: {e}"),
@@ -82,6 +89,7 @@ impl MemoryDecisions {
             flux,
             keys,
             next: 0,
+            limit,
         }
     }
 
@@ -91,12 +99,12 @@ impl MemoryDecisions {
         // visiting order, so consecutive checks do not hit neighbouring shards.
         self.next = (self.next + 7_919) % self.keys.len();
         let key = &self.keys[self.next];
-        block_ready(self.flux.check(key, &MICRO_LIMIT)).allowed
+        block_ready(self.flux.check(key, &self.limit)).allowed
     }
 
     /// An admitted decision of [`MICRO_LIMIT`], to render headers from.
     pub fn sample_decision(&mut self) -> Decision {
-        block_ready(self.flux.check("sample", &MICRO_LIMIT))
+        block_ready(self.flux.check("sample", &self.limit))
     }
 }
 

@@ -1,11 +1,15 @@
 //! `Limit`: what to enforce, and the GCRA parameters it gives.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use flux_core::check_limit;
 
+use crate::telemetry::Counters;
 use crate::{LimitError, Rate};
 
 /// One rate limit: a name (the bucket's identity), a [`Rate`], a burst capacity and a cost.
@@ -23,12 +27,41 @@ use crate::{LimitError, Rate};
 /// assert_eq!(search.cost(), 2);
 /// # Ok::<(), flux::LimitError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Limit {
     name: Cow<'static, str>,
     rate: Rate,
     burst: NonZeroU32,
     cost: NonZeroU32,
+    /// This limit's `flux_decisions_total` handles, registered on first use so that a check
+    /// costs no label lookup. Not part of the limit's identity.
+    counters: OnceLock<Arc<Counters>>,
+}
+
+impl PartialEq for Limit {
+    fn eq(&self, other: &Limit) -> bool {
+        (&self.name, self.rate, self.burst, self.cost)
+            == (&other.name, other.rate, other.burst, other.cost)
+    }
+}
+
+impl Eq for Limit {}
+
+impl Hash for Limit {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (&self.name, self.rate, self.burst, self.cost).hash(state);
+    }
+}
+
+impl fmt::Debug for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limit")
+            .field("name", &self.name)
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .field("cost", &self.cost)
+            .finish()
+    }
 }
 
 impl Limit {
@@ -42,6 +75,7 @@ impl Limit {
                 None => NonZeroU32::MIN,
             },
             cost: NonZeroU32::MIN,
+            counters: OnceLock::new(),
         }
     }
 
@@ -92,6 +126,7 @@ impl Limit {
             rate,
             burst: burst_nz,
             cost: cost_nz,
+            counters: OnceLock::new(),
         }
     }
 
@@ -103,6 +138,11 @@ impl Limit {
     /// The name as stored: borrowed for limits built in `const` context.
     pub(crate) fn name_cow(&self) -> &Cow<'static, str> {
         &self.name
+    }
+
+    /// This limit's metrics handles.
+    pub(crate) fn counters(&self) -> &Counters {
+        self.counters.get_or_init(|| Arc::new(Counters::default()))
     }
 
     /// The sustained rate.

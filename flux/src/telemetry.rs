@@ -15,7 +15,9 @@
 
 use std::time::Duration;
 
-use metrics::{SharedString, counter, gauge, histogram};
+use std::sync::OnceLock;
+
+use metrics::{Counter, Histogram, SharedString, counter, gauge, histogram};
 
 use crate::{Decision, Error, Key, Limit, Source};
 
@@ -32,6 +34,7 @@ pub(crate) const DENY_CACHE_ENTRIES: &str = "flux_deny_cache_entries";
 
 /// What happened to a request, as the `outcome` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Outcome {
     Allowed,
     Denied,
@@ -52,16 +55,57 @@ impl Outcome {
     }
 }
 
-/// The `source` label of a decision; `redis` says whether the backend is Redis or memory.
-fn source_label(source: Source, redis: bool) -> &'static str {
+/// The `source` labels, in the order of [`source_index`].
+const SOURCES: [&str; 7] = [
+    "redis",
+    "memory",
+    "deny_cache",
+    "fallback_local",
+    "fallback_open",
+    "fallback_closed",
+    "none",
+];
+
+/// The index in [`SOURCES`] of a decision's `source` label; `redis` says whether the backend
+/// is Redis or memory.
+fn source_index(source: Source, redis: bool) -> usize {
     match source {
-        Source::Backend if redis => "redis",
-        Source::Backend => "memory",
-        Source::Cached => "deny_cache",
-        Source::Local => "fallback_local",
-        Source::FailOpen => "fallback_open",
-        Source::FailClosed => "fallback_closed",
-        Source::Exempt => "none",
+        Source::Backend if redis => 0,
+        Source::Backend => 1,
+        Source::Cached => 2,
+        Source::Local => 3,
+        Source::FailOpen => 4,
+        Source::FailClosed => 5,
+        Source::Exempt => 6,
+    }
+}
+
+/// How many outcomes there are (the variants of [`Outcome`]).
+const OUTCOMES: usize = 4;
+
+/// One limit's `flux_decisions_total` series, one per (outcome, source), each registered
+/// with the recorder on its first increment: a check then costs an index and an atomic add,
+/// not a label lookup. The handles go to the recorder installed when they are registered,
+/// so install the exporter before the first check.
+#[derive(Default)]
+pub(crate) struct Counters {
+    series: [[OnceLock<Counter>; SOURCES.len()]; OUTCOMES],
+}
+
+impl Counters {
+    fn get(&self, limit: &Limit, outcome: Outcome, source: usize) -> &Counter {
+        self.series[outcome as usize][source].get_or_init(|| {
+            let name: SharedString = match limit.name_cow() {
+                std::borrow::Cow::Borrowed(name) => SharedString::const_str(name),
+                std::borrow::Cow::Owned(name) => SharedString::from_owned(name.clone()),
+            };
+            counter!(
+                DECISIONS,
+                "limit" => name,
+                "outcome" => outcome.label(),
+                "source" => SOURCES[source]
+            )
+        })
     }
 }
 
@@ -69,20 +113,25 @@ fn source_label(source: Source, redis: bool) -> &'static str {
 /// stacked check is all or nothing, so a denial by one limit is a denial for all of them,
 /// none of which was charged).
 pub(crate) fn count(limits: &[Limit], outcome: Outcome, source: Source, redis: bool) {
-    let outcome = outcome.label();
-    let source = source_label(source, redis);
+    let source = source_index(source, redis);
     for limit in limits {
-        let name: SharedString = match limit.name_cow() {
-            std::borrow::Cow::Borrowed(name) => SharedString::const_str(name),
-            std::borrow::Cow::Owned(name) => SharedString::from_owned(name.clone()),
-        };
-        counter!(DECISIONS, "limit" => name, "outcome" => outcome, "source" => source).increment(1);
+        limit.counters().get(limit, outcome, source).increment(1);
     }
 }
 
 /// Records the time of one call to Redis.
-pub(crate) fn backend_call(elapsed: Duration) {
-    histogram!(BACKEND_DURATION).record(elapsed.as_secs_f64());
+pub(crate) fn backend_call(store: &BackendMetrics, elapsed: Duration) {
+    store
+        .duration
+        .get_or_init(|| histogram!(BACKEND_DURATION))
+        .record(elapsed.as_secs_f64());
+}
+
+/// A store's `flux_backend_duration_seconds` handle, registered on first use (as
+/// [`Counters`]).
+#[derive(Default)]
+pub(crate) struct BackendMetrics {
+    duration: OnceLock<Histogram>,
 }
 
 /// Counts one failed call to Redis.

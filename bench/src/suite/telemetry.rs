@@ -10,13 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flux::{Flux, Key};
+use flux::{Flux, Key, Limit, Rate};
 use flux_bench::micro::MemoryDecisions;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 use super::Sizes;
 use crate::Res;
-use crate::driver::{DECISION_LIMIT, client_keys};
+use crate::driver::client_keys;
 use crate::progress;
 use crate::redis_server::RedisServer;
 use crate::report::{Report, Section, count, ratio};
@@ -42,8 +42,14 @@ fn memory_rate(decisions: &mut MemoryDecisions, window: Duration) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// A fresh limit that never denies: its metrics handles are registered under the recorder
+/// of its first check, so each side of the comparison gets its own.
+fn fresh_limit() -> Limit {
+    Limit::new("bench::telemetry", Rate::per_second::<1_000_000>())
+}
+
 /// Redis decisions per second from 64 tasks on a current-thread runtime, for `window`.
-fn redis_rate(flux: &Flux, keys: &Arc<[Key]>, window: Duration) -> Res<f64> {
+fn redis_rate(flux: &Flux, limit: &Limit, keys: &Arc<[Key]>, window: Duration) -> Res<f64> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -53,12 +59,13 @@ fn redis_rate(flux: &Flux, keys: &Arc<[Key]>, window: Duration) -> Res<f64> {
         let tasks: Vec<_> = (0..64)
             .map(|i| {
                 let flux = flux.clone();
+                let limit = limit.clone();
                 let keys = Arc::clone(keys);
                 let done = Arc::clone(&done);
                 tokio::spawn(async move {
                     let mut k = i;
                     while start.elapsed() < window {
-                        black_box(flux.check(&keys[k % keys.len()], &DECISION_LIMIT).await);
+                        black_box(flux.check(&keys[k % keys.len()], &limit).await);
                         done.fetch_add(1, Ordering::Relaxed);
                         k += 64;
                     }
@@ -86,13 +93,17 @@ pub(crate) fn part7_telemetry(report: &mut Report, sizes: &Sizes, redis: &RedisS
     let recorder = PrometheusBuilder::new().build_recorder();
     let window = sizes.window.measure / 3;
 
-    let mut memory = MemoryDecisions::new(1_000);
+    let mut plain = MemoryDecisions::with_limit(1_000, fresh_limit());
+    let mut recorded = MemoryDecisions::with_limit(1_000, fresh_limit());
     let (mut none, mut with) = (Vec::new(), Vec::new());
-    memory_rate(&mut memory, sizes.window.warmup);
+    memory_rate(&mut plain, sizes.window.warmup);
+    metrics::with_local_recorder(&recorder, || {
+        memory_rate(&mut recorded, sizes.window.warmup)
+    });
     for _ in 0..ROUNDS {
-        none.push(memory_rate(&mut memory, window));
+        none.push(memory_rate(&mut plain, window));
         with.push(metrics::with_local_recorder(&recorder, || {
-            memory_rate(&mut memory, window)
+            memory_rate(&mut recorded, window)
         }));
     }
     let (n, w) = (median(none), median(with));
@@ -108,12 +119,16 @@ pub(crate) fn part7_telemetry(report: &mut Report, sizes: &Sizes, redis: &RedisS
         .key_prefix("bench-telemetry")
         .build()?;
     let keys = client_keys(1_000);
-    redis_rate(&flux, &keys, sizes.window.warmup)?;
+    let (plain, recorded) = (fresh_limit(), fresh_limit());
+    redis_rate(&flux, &plain, &keys, sizes.window.warmup)?;
+    metrics::with_local_recorder(&recorder, || {
+        redis_rate(&flux, &recorded, &keys, sizes.window.warmup)
+    })?;
     let (mut none, mut with) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        none.push(redis_rate(&flux, &keys, window)?);
+        none.push(redis_rate(&flux, &plain, &keys, window)?);
         with.push(metrics::with_local_recorder(&recorder, || {
-            redis_rate(&flux, &keys, window)
+            redis_rate(&flux, &recorded, &keys, window)
         })?);
     }
     let (n, w) = (median(none), median(with));

@@ -40,6 +40,7 @@ pub(crate) struct RedisStore {
     breaker: Arc<Breaker>,
     /// Longest a call may take.
     deadline: Duration,
+    metrics: telemetry::BackendMetrics,
     /// The target with any password removed, for logs and errors.
     display: String,
 }
@@ -82,6 +83,7 @@ impl RedisStore {
             },
             breaker: Arc::new(Breaker::new(breaker, deadline, 1)),
             deadline,
+            metrics: telemetry::BackendMetrics::default(),
             display,
         })
     }
@@ -142,6 +144,7 @@ impl RedisStore {
             },
             breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
             deadline,
+            metrics: telemetry::BackendMetrics::default(),
             display,
         })
     }
@@ -161,7 +164,7 @@ impl RedisStore {
                 Ok(result) => result,
                 Err(_) => Err(Error::Timeout(self.deadline)),
             };
-        telemetry::backend_call(started.elapsed());
+        telemetry::backend_call(&self.metrics, started.elapsed());
         if let Err(e) = &result {
             telemetry::backend_error(e);
         }
