@@ -1,13 +1,14 @@
 //! Pipelining: concurrent checks on one connection share one write to Redis.
 
-use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{GCRA_SCRIPT, direct};
+use super::direct;
+use super::loader::{self, Loader};
 use crate::Error;
 
 /// The pipelining of one connection: the queue of its batch task, and the checks in flight.
@@ -33,12 +34,13 @@ impl Batcher {
         &self,
         cmd: redis::Cmd,
         conn: ConnectionManager,
+        loader: &Arc<Loader>,
     ) -> Result<Vec<i64>, Error> {
         let flight = InFlight::enter(&self.inflight);
         if flight.alone {
-            direct(&cmd, conn).await
+            direct(&cmd, conn, loader).await
         } else {
-            batched(cmd, conn, &self.queue).await
+            batched(cmd, conn, loader, &self.queue).await
         }
     }
 }
@@ -49,6 +51,7 @@ impl Batcher {
 async fn batched(
     cmd: redis::Cmd,
     conn: ConnectionManager,
+    loader: &Arc<Loader>,
     batcher: &Mutex<Option<mpsc::UnboundedSender<Job>>>,
 ) -> Result<Vec<i64>, Error> {
     let (reply, answer) = oneshot::channel();
@@ -60,7 +63,7 @@ async fn batched(
                 Some(tx) => tx.clone(),
                 None => {
                     let (tx, rx) = mpsc::unbounded_channel();
-                    tokio::spawn(run_batches(rx, conn.clone()));
+                    tokio::spawn(run_batches(rx, conn.clone(), Arc::clone(loader)));
                     *slot = Some(tx.clone());
                     tx
                 }
@@ -108,7 +111,11 @@ const MAX_BATCH: usize = 256;
 /// Sends concurrent checks to Redis as pipelines: one write (and one read on Redis' side) for
 /// all the checks queued while the task yielded once, instead of one per check. A pipeline
 /// is in flight on its own task, so the next batch forms while Redis answers this one.
-async fn run_batches(mut jobs: mpsc::UnboundedReceiver<Job>, conn: ConnectionManager) {
+async fn run_batches(
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    conn: ConnectionManager,
+    loader: Arc<Loader>,
+) {
     while let Some(first) = jobs.recv().await {
         // Let the handlers that are ready now queue their checks too.
         tokio::task::yield_now().await;
@@ -119,11 +126,14 @@ async fn run_batches(mut jobs: mpsc::UnboundedReceiver<Job>, conn: ConnectionMan
                 Err(_) => break,
             }
         }
-        tokio::spawn(send_batch(batch, conn.clone()));
+        tokio::spawn(send_batch(batch, conn.clone(), Arc::clone(&loader)));
     }
 }
 
-async fn send_batch(batch: Vec<Job>, mut conn: ConnectionManager) {
+/// Sends one batch as a pipeline, once the script is known to be loaded. Checks that meet a
+/// flushed script cache (`NOSCRIPT`) wait for one reload shared with every other caller, then
+/// go again together, as a second pipeline.
+async fn send_batch(batch: Vec<Job>, mut conn: ConnectionManager, loader: Arc<Loader>) {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut replies = Vec::with_capacity(batch.len());
@@ -131,30 +141,55 @@ async fn send_batch(batch: Vec<Job>, mut conn: ConnectionManager) {
         pipe.add_command(cmd);
         replies.push(reply);
     }
-    let results: Vec<redis::RedisResult<Vec<i64>>> = match pipe.query_async(&mut conn).await {
-        Ok(results) => results,
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(Error::Redis(e.clone())));
-            }
-            return;
-        }
+    let sent = async {
+        let epoch = loader.ready(&mut conn).await?;
+        let results: Vec<redis::RedisResult<Vec<i64>>> = pipe.query_async(&mut conn).await?;
+        Ok::<_, Error>((epoch, results))
     };
-    let mut reloaded = false;
+    let (epoch, results) = match sent.await {
+        Ok(sent) => sent,
+        Err(e) => return fail_all(replies, &e),
+    };
+    let mut again = redis::pipe();
+    again.ignore_errors();
+    let mut waiting = Vec::new();
     for ((result, reply), cmd) in results.into_iter().zip(replies).zip(pipe.cmd_iter()) {
-        let answer = match result {
-            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // A flushed script cache (restart, failover, SCRIPT FLUSH): load the script
-                // once for the batch, then run this check again.
-                if !reloaded {
-                    reloaded = GCRA_SCRIPT.load_async(&mut conn).await.is_ok();
-                }
-                cmd.query_async::<Vec<i64>>(&mut conn)
-                    .await
-                    .map_err(Error::Redis)
+        match result {
+            Err(e) if loader::is_noscript(&e) => {
+                again.add_command(cmd.clone());
+                waiting.push(reply);
             }
-            other => other.map_err(Error::Redis),
+            other => {
+                let _ = reply.send(other.map_err(Error::Redis));
+            }
+        }
+    }
+    if waiting.is_empty() {
+        return;
+    }
+    // A flushed script cache (restart, failover, SCRIPT FLUSH).
+    let resent = async {
+        loader.reload(&mut conn, epoch).await?;
+        let results: Vec<redis::RedisResult<Vec<i64>>> = again.query_async(&mut conn).await?;
+        Ok::<_, Error>(results)
+    };
+    match resent.await {
+        Ok(results) => {
+            for (result, reply) in results.into_iter().zip(waiting) {
+                let _ = reply.send(result.map_err(Error::Redis));
+            }
+        }
+        Err(e) => fail_all(waiting, &e),
+    }
+}
+
+/// Answers every check of a batch with the error that stopped it.
+fn fail_all(replies: Vec<oneshot::Sender<Result<Vec<i64>, Error>>>, e: &Error) {
+    for reply in replies {
+        let error = match e {
+            Error::Redis(e) => Error::Redis(e.clone()),
+            other => Error::Protocol(other.to_string()),
         };
-        let _ = reply.send(answer);
+        let _ = reply.send(Err(error));
     }
 }
