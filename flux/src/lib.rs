@@ -91,6 +91,7 @@ mod telemetry;
 pub mod testing;
 
 pub use crate::breaker::BreakerConfig;
+// Not public API: switches pipelined batches to one script call, for side-by-side benchmarks.
 pub use crate::builder::{Builder, DEFAULT_DEADLINE, DenyResponse};
 pub use crate::decision::{Decision, RateLimited, Source};
 pub use crate::error::Error;
@@ -102,6 +103,8 @@ pub use crate::limit::Limit;
 pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
 pub use crate::policy::FailurePolicy;
+#[doc(hidden)]
+pub use crate::redis_store::set_one_call_batches;
 pub use flux_core::{LimitError, Rate, RateError};
 
 pub use flux_macros::rate_limit;

@@ -1,6 +1,6 @@
-//! Keeping a script in Redis' script cache: loaded before the first `EVALSHA`, loaded again
-//! after a reconnection, and reloaded once (not once per caller) when a flushed cache answers
-//! `NOSCRIPT` to many checks at once.
+//! Keeping the scripts in Redis' script cache: loaded before the first `EVALSHA`, loaded
+//! again after a reconnection, and reloaded once (not once per caller) when a flushed cache
+//! answers `NOSCRIPT` to many checks at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -8,8 +8,8 @@ use redis::aio::ConnectionLike;
 
 use crate::Error;
 
-/// Whether a script is believed to be in the script cache of the Redis behind a connection,
-/// and the single flight that loads it.
+/// Whether a store's scripts are believed to be in the script cache of the Redis behind a
+/// connection, and the single flight that loads them.
 ///
 /// The state is one integer, an *epoch*: the number of loads so far times two, plus one while
 /// the script is believed loaded. A check reads the epoch before sending `EVALSHA`
@@ -18,7 +18,8 @@ use crate::Error;
 /// caller read it (another caller loaded the script after that `EVALSHA` was sent) loads
 /// nothing. So 64 checks that meet a flushed cache together cause one `SCRIPT LOAD`.
 pub(super) struct Loader {
-    script: &'static redis::Script,
+    /// Every script a store runs: they are loaded (and reloaded) together.
+    scripts: Vec<&'static redis::Script>,
     epoch: AtomicU64,
     /// Held while a `SCRIPT LOAD` is in flight: the other callers wait for it.
     turn: tokio::sync::Mutex<()>,
@@ -28,10 +29,10 @@ pub(super) struct Loader {
 const LOADED: u64 = 1;
 
 impl Loader {
-    /// A loader of `script`, which nothing has loaded yet.
-    pub(super) fn new(script: &'static redis::Script) -> Loader {
+    /// A loader of `scripts`, which nothing has loaded yet.
+    pub(super) fn new(scripts: Vec<&'static redis::Script>) -> Loader {
         Loader {
-            script,
+            scripts,
             epoch: AtomicU64::new(0),
             turn: tokio::sync::Mutex::new(()),
         }
@@ -47,8 +48,8 @@ impl Loader {
         self.reload(conn, seen).await
     }
 
-    /// Loads the script after an `EVALSHA` sent under epoch `seen` got `NOSCRIPT`, unless it
-    /// was loaded since; returns the epoch to send it again under.
+    /// Loads the scripts after an `EVALSHA` sent under epoch `seen` got `NOSCRIPT`, unless
+    /// they were loaded since; returns the epoch to send it again under.
     pub(super) async fn reload<C: ConnectionLike>(
         &self,
         conn: &mut C,
@@ -59,7 +60,9 @@ impl Loader {
         if now != seen && now & LOADED != 0 {
             return Ok(now);
         }
-        self.script.load_async(conn).await?;
+        for script in &self.scripts {
+            script.load_async(conn).await?;
+        }
         let loaded = ((now >> 1) + 1) << 1 | LOADED;
         self.epoch.store(loaded, Ordering::Release);
         Ok(loaded)

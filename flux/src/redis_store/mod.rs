@@ -2,11 +2,14 @@
 //! store's own circuit breaker.
 //!
 //! `nodes` maps a cluster's hash slots to masters (one breaker circuit each); `batch`
-//! pipelines concurrent checks on a single connection; `loader` keeps the script loaded.
+//! decides concurrent checks on a single connection together; `loader` keeps the scripts
+//! loaded.
 
 mod batch;
 mod loader;
 mod nodes;
+
+pub use self::batch::set_one_call_batches;
 
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
@@ -39,7 +42,7 @@ static GCRA_SCRIPT: LazyLock<redis::Script> =
 
 pub(crate) struct RedisStore {
     conn: Conn,
-    /// Keeps [`GCRA_SCRIPT`] in the script cache.
+    /// Keeps [`GCRA_SCRIPT`] (and on a single Redis the batch script) in the script cache.
     loader: Arc<Loader>,
     /// One circuit for a single Redis, one per master on a cluster.
     breaker: Arc<Breaker>,
@@ -86,7 +89,7 @@ impl RedisStore {
                 manager: OnceLock::new(),
                 batcher: Batcher::new(),
             },
-            loader: Arc::new(Loader::new(&GCRA_SCRIPT)),
+            loader: Arc::new(Loader::new(vec![&GCRA_SCRIPT, &batch::GCRA_BATCH])),
             breaker: Arc::new(Breaker::new(breaker, deadline, 1)),
             deadline,
             metrics: telemetry::BackendMetrics::default(),
@@ -148,7 +151,7 @@ impl RedisStore {
                 conn: OnceCell::new(),
                 nodes: Arc::new(NodeMap::new()),
             },
-            loader: Arc::new(Loader::new(&GCRA_SCRIPT)),
+            loader: Arc::new(Loader::new(vec![&GCRA_SCRIPT])),
             breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
             deadline,
             metrics: telemetry::BackendMetrics::default(),

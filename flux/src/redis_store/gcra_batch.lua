@@ -1,0 +1,1 @@
+../../../lua/gcra_batch.lua
