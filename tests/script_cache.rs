@@ -56,7 +56,7 @@ async fn concurrent_checks(server: &RedisServer, flux: &Flux, round: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cold_start_loads_the_script_once_before_any_evalsha() {
+async fn a_cold_start_loads_the_scripts_once_before_any_evalsha() {
     let server = RedisServer::start();
     let flux = flux(&server);
     concurrent_checks(&server, &flux, "cold").await;
