@@ -37,6 +37,7 @@
 mod cluster;
 mod flood;
 mod instance;
+mod serve;
 mod server;
 
 #[allow(unused_imports)] // Each test file uses only part of the harness.
@@ -45,6 +46,8 @@ pub(crate) use cluster::RedisCluster;
 pub(crate) use flood::{Flood, assert_cache_effect, flood, flood_limit};
 #[allow(unused_imports)]
 pub(crate) use instance::{Conn, Instance, Reply, wait_healthy};
+#[allow(unused_imports)]
+pub(crate) use serve::serve;
 #[allow(unused_imports)]
 pub(crate) use server::{RedisServer, RedisServerBuilder};
 
