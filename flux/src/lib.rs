@@ -66,9 +66,22 @@
 //! ## Configuration
 //!
 //! [`Flux::builder`] configures a limiter and [`Builder::install`] makes it the process-wide
-//! one used by `#[rate_limit]`. Without `install`, the first check builds one from the
-//! environment ([`Builder::from_env`]): `FLUX_REDIS_URL` set means Redis; unset means the
-//! in-memory backend, announced by one WARN log, so examples run with no Redis at all.
+//! one. Without `install`, the first check builds one from the environment
+//! ([`Builder::from_env`]): `FLUX_REDIS_URL` set means Redis; unset means the in-memory
+//! backend, announced by one WARN log, so examples run with no Redis at all.
+//!
+//! A `#[rate_limit]` handler uses the [`Flux`] its request carries (put there by
+//! [`FluxLayer::flux`] or `axum::Extension(flux)`) and the process-wide one only when it
+//! carries none, so several limiters (tenants, tests) live in one process.
+//!
+//! ## Router-wide limits, operations, tests
+//!
+//! - [`FluxLayer`]: the same limits over a whole router or any `http` service.
+//! - Metrics through the `metrics` facade (`flux_decisions_total`, ...), shadow mode
+//!   ([`Builder::shadow`], `mode = "shadow"`), exemptions ([`Builder::exempt_ips`],
+//!   `exempt = EXPR`), [`Flux::health`] for readiness probes, one DEBUG event per denial.
+//! - The `testing` feature: `flux::testing::memory()`, an in-memory limiter on tokio's clock,
+//!   to prove a handler's limit in a unit test with `tokio::time::advance`.
 
 mod breaker;
 mod builder;
