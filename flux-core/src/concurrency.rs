@@ -21,13 +21,13 @@ pub const MIN_LEASE: Duration = Duration::from_millis(300);
 pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
 
 /// Why a concurrency limit (a `max` with a lease) cannot be built.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConcurrencyError {
     /// `max` was zero: nothing could ever run.
     ZeroMax,
     /// The lease text is not a duration such as `"30s"`, `"500ms"` or `"2min"`.
-    LeaseSyntax(String),
+    LeaseSyntax,
     /// The lease is shorter than [`MIN_LEASE`] or longer than [`MAX_LEASE`].
     LeaseRange(Duration),
 }
@@ -36,9 +36,8 @@ impl fmt::Display for ConcurrencyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConcurrencyError::ZeroMax => f.write_str("max must be at least 1"),
-            ConcurrencyError::LeaseSyntax(text) => write!(
-                f,
-                "invalid lease {text:?}: expected a duration such as \"30s\", \"500ms\" or \"2min\""
+            ConcurrencyError::LeaseSyntax => f.write_str(
+                "invalid lease: expected a whole number and a unit, such as \"30s\", \"500ms\" or \"2min\"",
             ),
             ConcurrencyError::LeaseRange(lease) => write!(
                 f,
@@ -65,11 +64,10 @@ impl std::error::Error for ConcurrencyError {}
 /// # Ok::<(), flux_core::ConcurrencyError>(())
 /// ```
 pub fn parse_lease(text: &str) -> Result<Duration, ConcurrencyError> {
-    let syntax = || ConcurrencyError::LeaseSyntax(text.to_owned());
     if unit_of(text).is_empty() {
-        return Err(syntax());
+        return Err(ConcurrencyError::LeaseSyntax);
     }
-    let lease = Duration::from_micros(period_micros(text).ok_or_else(syntax)?);
+    let lease = Duration::from_micros(period_micros(text).ok_or(ConcurrencyError::LeaseSyntax)?);
     check_concurrency(1, lease)?;
     Ok(lease)
 }
