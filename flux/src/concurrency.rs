@@ -387,7 +387,11 @@ impl Flux {
                         "concurrency limit denied a request"
                     );
                 }
-                if shadow { Ok(Slot::none()) } else { Err(denied) }
+                if shadow {
+                    Ok(Slot::none())
+                } else {
+                    Err(denied)
+                }
             }
         }
     }
@@ -408,7 +412,9 @@ impl Flux {
             source,
         };
         let Backend::Redis(redis) = self.backend() else {
-            return self.take_local(storage, id, limit, Source::Backend).ok_or(denied(Source::Backend));
+            return self
+                .take_local(storage, id, limit, Source::Backend)
+                .ok_or(denied(Source::Backend));
         };
         let ticket = redis.pass(key.slot());
         if ticket.pass != Pass::Skip {
@@ -485,7 +491,10 @@ async fn renew(flux: Flux, storage: Arc<str>, id: u64, lease: Duration, redis: b
             let Backend::Redis(store) = flux.backend() else {
                 return;
             };
-            match store.slots(&storage, &member(id), SlotOp::Renew, lease).await {
+            match store
+                .slots(&storage, &member(id), SlotOp::Renew, lease)
+                .await
+            {
                 Ok((held, _)) => held,
                 // Tried again at the next tick; the lease covers two more.
                 Err(_) => continue,

@@ -94,9 +94,7 @@ pub mod testing;
 
 pub use crate::breaker::BreakerConfig;
 pub use crate::builder::{Builder, DEFAULT_DEADLINE, DenyResponse};
-pub use crate::concurrency::{
-    CONCURRENCY_RETRY_AFTER, ConcurrencyLimit, ConcurrencyLimited, Slot,
-};
+pub use crate::concurrency::{CONCURRENCY_RETRY_AFTER, ConcurrencyLimit, ConcurrencyLimited, Slot};
 pub use crate::decision::{Decision, RateLimited, Source};
 pub use crate::error::Error;
 pub use crate::health::{Health, LastError, OpenCircuit};
@@ -111,7 +109,7 @@ pub use flux_core::{
     ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,
 };
 
-pub use flux_macros::rate_limit;
+pub use flux_macros::{concurrency_limit, rate_limit};
 
 // Not public API: the support code of `#[rate_limit]`'s expansion.
 #[doc(hidden)]

@@ -42,7 +42,14 @@ impl SlotTable {
 
     /// Takes slot `id` of `key` if fewer than `max` unexpired slots are held: whether it
     /// was taken, and the slots held then.
-    pub(crate) fn acquire(&self, key: &str, id: u64, max: u32, expiry: u64, now: u64) -> (bool, u32) {
+    pub(crate) fn acquire(
+        &self,
+        key: &str,
+        id: u64,
+        max: u32,
+        expiry: u64,
+        now: u64,
+    ) -> (bool, u32) {
         self.with(key, |set| {
             set.retain(|&(_, until)| until > now);
             let held = u32::try_from(set.len()).unwrap_or(u32::MAX);
@@ -56,12 +63,14 @@ impl SlotTable {
 
     /// Moves the expiry of slot `id` to `expiry`, if it is still held.
     pub(crate) fn renew(&self, key: &str, id: u64, expiry: u64) -> bool {
-        self.with(key, |set| match set.iter_mut().find(|(held, _)| *held == id) {
-            Some(slot) => {
-                slot.1 = expiry;
-                true
+        self.with(key, |set| {
+            match set.iter_mut().find(|(held, _)| *held == id) {
+                Some(slot) => {
+                    slot.1 = expiry;
+                    true
+                }
+                None => false,
             }
-            None => false,
         })
     }
 

@@ -123,12 +123,7 @@ pub(crate) fn count(limits: &[Limit], outcome: Outcome, source: Source, redis: b
 
 /// Counts one decision of a concurrency limit, as `flux_decisions_total` with the limit's
 /// name.
-pub(crate) fn count_slots(
-    limit: &ConcurrencyLimit,
-    outcome: Outcome,
-    source: Source,
-    redis: bool,
-) {
+pub(crate) fn count_slots(limit: &ConcurrencyLimit, outcome: Outcome, source: Source, redis: bool) {
     let source = source_index(source, redis);
     limit
         .metrics()

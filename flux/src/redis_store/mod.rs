@@ -225,7 +225,11 @@ impl RedisStore {
     }
 
     /// Sends one `EVALSHA` of `script` within the deadline, recording its time and errors.
-    async fn call(&self, script: &'static redis::Script, cmd: redis::Cmd) -> Result<Vec<i64>, Error> {
+    async fn call(
+        &self,
+        script: &'static redis::Script,
+        cmd: redis::Cmd,
+    ) -> Result<Vec<i64>, Error> {
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.deadline, self.run(script, cmd)).await {
             Ok(result) => result,
@@ -238,13 +242,21 @@ impl RedisStore {
         result
     }
 
-    async fn run(&self, script: &'static redis::Script, cmd: redis::Cmd) -> Result<Vec<i64>, Error> {
+    async fn run(
+        &self,
+        script: &'static redis::Script,
+        cmd: redis::Cmd,
+    ) -> Result<Vec<i64>, Error> {
         match &self.conn {
             Conn::Single {
                 client,
                 manager,
                 batcher,
-            } => batcher.run(script, cmd, self.manager(client, manager)?).await,
+            } => {
+                batcher
+                    .run(script, cmd, self.manager(client, manager)?)
+                    .await
+            }
             Conn::Cluster {
                 client,
                 conn,
