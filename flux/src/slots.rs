@@ -12,9 +12,12 @@ use std::sync::{Mutex, PoisonError};
 
 const SHARDS: usize = 16;
 
+/// The slot sets of one shard: (slot id, lease expiry) per storage key.
+type Sets = HashMap<Box<str>, Vec<(u64, u64)>>;
+
 /// The slot sets of one process. All times are µs of the in-memory backend's clock.
 pub(crate) struct SlotTable {
-    shards: Box<[Mutex<HashMap<Box<str>, Vec<(u64, u64)>>>]>,
+    shards: Box<[Mutex<Sets>]>,
     hasher: RandomState,
 }
 

@@ -96,6 +96,7 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    #[allow(clippy::ptr_arg)] // the Cow tells a borrowed name (no copy) from an owned one
     fn get(&self, limit: &Cow<'static, str>, outcome: Outcome, source: usize) -> &Counter {
         self.series[outcome as usize][source].get_or_init(|| {
             counter!(
@@ -142,6 +143,7 @@ pub(crate) struct SlotMetrics {
 
 impl SlotMetrics {
     /// The `flux_concurrency_in_flight` gauge of `limit` (registered on first use).
+    #[allow(clippy::ptr_arg)] // as `label`
     pub(crate) fn in_flight(&self, limit: &Cow<'static, str>) -> &Gauge {
         self.in_flight
             .get_or_init(|| gauge!(CONCURRENCY_IN_FLIGHT, "limit" => label(limit)))
@@ -149,6 +151,7 @@ impl SlotMetrics {
 }
 
 /// A limit's name as a label value, without a copy for names built in `const` context.
+#[allow(clippy::ptr_arg)] // the Cow tells a borrowed name (no copy) from an owned one
 fn label(name: &Cow<'static, str>) -> SharedString {
     match name {
         Cow::Borrowed(name) => SharedString::const_str(name),
