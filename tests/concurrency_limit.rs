@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::{Extension, Router};
 use flux::{ConcurrencyLimit, FailurePolicy, Flux, Source, concurrency_limit};
-use support::{Conn, Instance, RedisServer, Reply, wait_healthy};
+use support::{Conn, Instance, RedisServer, Reply};
 
 /// `/slow` requests running in this test process, and the most seen at once.
 static RUNNING: AtomicU32 = AtomicU32::new(0);
@@ -71,17 +71,7 @@ async fn six_at_once_in_memory_two_pass() {
     let app = Router::new()
         .route("/slow", get(slow))
         .layer(Extension(flux));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let addr = support::serve(app).await;
     let replies = at_once(&[addr; 6], "/slow").await;
     let (ok, limited) = tally(&replies);
     println!(
@@ -95,21 +85,10 @@ async fn six_at_once_in_memory_two_pass() {
     assert_eq!(ok, 2);
 }
 
-/// Two instances (processes) of the test service on one Redis, failure policy closed: a
+/// `n` instances (processes) of the test service on one Redis, failure policy closed: a
 /// 200 means Redis gave a slot.
 async fn fleet(redis: &RedisServer, n: usize) -> Vec<Instance> {
-    let url = redis.url();
-    let list: Vec<Instance> = (0..n)
-        .map(|_| {
-            Instance::start(&[
-                ("FLUX_REDIS_URL", url.as_str()),
-                ("FLUX_DEADLINE_MS", "2000"),
-                ("FLUX_FAILURE_POLICY", "closed"),
-            ])
-        })
-        .collect();
-    wait_healthy(&list).await;
-    list
+    support::fleet(&redis.url(), n).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
