@@ -90,12 +90,11 @@ async fn healthz(Extension(flux): Extension<Flux>) -> axum::response::Response {
 /// loopback port.
 async fn serve(app: Router, flux: Flux) -> SocketAddr {
     let handle = prometheus();
-    support::serve(
-        app.route("/metrics", get(move || async move { handle.render() }))
-            .route("/healthz", get(healthz))
-            .layer(Extension(flux)),
-    )
-    .await
+    let app = app
+        .route("/metrics", get(move || async move { handle.render() }))
+        .route("/healthz", get(healthz))
+        .layer(Extension(flux));
+    support::serve(app).await
 }
 
 async fn statuses(conn: &mut Conn, path: &str, headers: &[(&str, &[u8])], n: usize) -> Vec<u16> {

@@ -85,6 +85,7 @@
 
 mod breaker;
 mod builder;
+mod concurrency;
 mod decision;
 mod deny_cache;
 mod error;
@@ -99,12 +100,14 @@ mod memory;
 mod policy;
 mod proxy;
 mod redis_store;
+mod slots;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use crate::breaker::BreakerConfig;
 pub use crate::builder::{Builder, DEFAULT_DEADLINE, DenyResponse};
+pub use crate::concurrency::{CONCURRENCY_RETRY_AFTER, ConcurrencyLimit, ConcurrencyLimited, Slot};
 pub use crate::decision::{Decision, RateLimited, Source};
 pub use crate::error::Error;
 pub use crate::health::{Health, LastError, OpenCircuit};
@@ -115,9 +118,11 @@ pub use crate::limit::Limit;
 pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
 pub use crate::policy::FailurePolicy;
-pub use flux_core::{LimitError, Rate, RateError};
+pub use flux_core::{
+    ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,
+};
 
-pub use flux_macros::rate_limit;
+pub use flux_macros::{concurrency_limit, rate_limit};
 
 // Not public API: the support code of `#[rate_limit]`'s expansion.
 #[doc(hidden)]

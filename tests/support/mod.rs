@@ -37,7 +37,6 @@
 mod cluster;
 mod flood;
 mod instance;
-mod serve;
 mod server;
 
 #[allow(unused_imports)] // Each test file uses only part of the harness.
@@ -45,9 +44,7 @@ pub(crate) use cluster::RedisCluster;
 #[allow(unused_imports)]
 pub(crate) use flood::{Flood, assert_cache_effect, flood, flood_limit};
 #[allow(unused_imports)]
-pub(crate) use instance::{Conn, Instance, Reply, wait_healthy};
-#[allow(unused_imports)]
-pub(crate) use serve::serve;
+pub(crate) use instance::{Conn, Instance, Reply, fleet, serve, wait_healthy};
 #[allow(unused_imports)]
 pub(crate) use server::{RedisServer, RedisServerBuilder};
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{GCRA_SCRIPT, direct};
+use super::direct;
 use crate::Error;
 
 /// The pipelining of one connection: the queue of its batch task, and the checks in flight.
@@ -31,14 +31,15 @@ impl Batcher {
     /// batch task.
     pub(super) async fn run(
         &self,
+        script: &'static redis::Script,
         cmd: redis::Cmd,
         conn: ConnectionManager,
     ) -> Result<Vec<i64>, Error> {
         let flight = InFlight::enter(&self.inflight);
         if flight.alone {
-            direct(&cmd, conn).await
+            direct(script, &cmd, conn).await
         } else {
-            batched(cmd, conn, &self.queue).await
+            batched(script, cmd, conn, &self.queue).await
         }
     }
 }
@@ -47,12 +48,13 @@ impl Batcher {
 /// limiter; if that runtime is gone (tests, or an application that restarts its runtime),
 /// another starts on the current one.
 async fn batched(
+    script: &'static redis::Script,
     cmd: redis::Cmd,
     conn: ConnectionManager,
     batcher: &Mutex<Option<mpsc::UnboundedSender<Job>>>,
 ) -> Result<Vec<i64>, Error> {
     let (reply, answer) = oneshot::channel();
-    let mut job = Job { cmd, reply };
+    let mut job = Job { script, cmd, reply };
     for _ in 0..2 {
         let sender = {
             let mut slot = batcher.lock().unwrap_or_else(PoisonError::into_inner);
@@ -96,8 +98,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// One check waiting for the batch task: its `EVALSHA` and where to send Redis' answer.
+/// One check waiting for the batch task: its `EVALSHA`, the script it runs (reloaded on
+/// `NOSCRIPT`) and where to send Redis' answer.
 struct Job {
+    script: &'static redis::Script,
     cmd: redis::Cmd,
     reply: oneshot::Sender<Result<Vec<i64>, Error>>,
 }
@@ -127,27 +131,30 @@ async fn send_batch(batch: Vec<Job>, mut conn: ConnectionManager) {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut replies = Vec::with_capacity(batch.len());
-    for Job { cmd, reply } in batch {
+    for Job { script, cmd, reply } in batch {
         pipe.add_command(cmd);
-        replies.push(reply);
+        replies.push((script, reply));
     }
     let results: Vec<redis::RedisResult<Vec<i64>>> = match pipe.query_async(&mut conn).await {
         Ok(results) => results,
         Err(e) => {
-            for reply in replies {
+            for (_, reply) in replies {
                 let _ = reply.send(Err(Error::Redis(e.clone())));
             }
             return;
         }
     };
-    let mut reloaded = false;
-    for ((result, reply), cmd) in results.into_iter().zip(replies).zip(pipe.cmd_iter()) {
+    // The scripts loaded again in this batch, by hash.
+    let mut reloaded: Vec<&str> = Vec::new();
+    for ((result, (script, reply)), cmd) in results.into_iter().zip(replies).zip(pipe.cmd_iter()) {
         let answer = match result {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                // A flushed script cache (restart, failover, SCRIPT FLUSH): load the script
+                // A flushed script cache (restart, failover, SCRIPT FLUSH): load each script
                 // once for the batch, then run this check again.
-                if !reloaded {
-                    reloaded = GCRA_SCRIPT.load_async(&mut conn).await.is_ok();
+                if !reloaded.contains(&script.get_hash())
+                    && script.load_async(&mut conn).await.is_ok()
+                {
+                    reloaded.push(script.get_hash());
                 }
                 cmd.query_async::<Vec<i64>>(&mut conn)
                     .await
