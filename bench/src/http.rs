@@ -44,8 +44,65 @@ async fn flood() -> &'static str {
     "ok\n"
 }
 
+/// The limit of `/fixed`: requests per client per 1-second window, more than any client sends.
+const FIXED_LIMIT: u64 = 1_000_000;
+
+/// tower_governor's key: the `x-client` header, as Flux's `key = "header:x-client"` (copied
+/// into a `String`, as Flux copies it into its key).
+#[derive(Clone)]
+struct ClientHeader;
+
+impl tower_governor::key_extractor::KeyExtractor for ClientHeader {
+    type Key = String;
+
+    fn extract<T>(&self, req: &Request<T>) -> Result<String, tower_governor::GovernorError> {
+        req.headers()
+            .get("x-client")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
+    }
+}
+
+/// The hand-written fixed window that `/fixed` runs, the one of many a tutorial: per request
+/// `MULTI; INCR fixed:<client>; EXPIRE fixed:<client> 1 NX; EXEC` on a `ConnectionManager`,
+/// 429 once the count passes the limit. (`EXPIRE ... NX` needs Redis 7.) A Redis error
+/// admits the request.
+async fn fixed_window(
+    axum::extract::State(conn): axum::extract::State<redis::aio::ConnectionManager>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Some(client) = request.headers().get("x-client") else {
+        return (http::StatusCode::BAD_REQUEST, "no x-client header\n").into_response();
+    };
+    let key = [b"fixed:".as_slice(), client.as_bytes()].concat();
+    let mut conn = conn;
+    let count: redis::RedisResult<(u64,)> = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg(&key)
+        .cmd("EXPIRE")
+        .arg(&key)
+        .arg(1)
+        .arg("NX")
+        .ignore()
+        .query_async(&mut conn)
+        .await;
+    match count {
+        Ok((n,)) if n > FIXED_LIMIT => {
+            (http::StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
 /// `flux-bench serve --addr A [--workers N]`: serves `/unlimited`, `/limited`, `/layered`
-/// (the same limit through a `FluxLayer`) and `/flood`
+/// (the same limit through a `FluxLayer`), `/governor` (the same limit through
+/// tower_governor), `/fixed` (a hand-written fixed window on Redis, when
+/// `FLUX_BENCH_REDIS_URL` names one), `/flood`, and `/stats` (`local_buckets N
+/// governor_entries N`: the keys the process's limiters hold)
 /// until its standard input closes (the harness holds the other end, so the server never
 /// outlives it). Prints `LISTENING <addr>` once it accepts connections.
 pub(crate) fn serve(addr: &str, workers: usize) -> Res<()> {
@@ -62,11 +119,42 @@ pub(crate) fn serve(addr: &str, workers: usize) -> Res<()> {
             flux::FluxLayer::new(LAYER_LIMIT.clone())
                 .key_header(http::HeaderName::from_static("x-client")),
         );
-        let app = Router::new()
+        let mut governor =
+            tower_governor::governor::GovernorConfigBuilder::default().key_extractor(ClientHeader);
+        governor
+            .period(Duration::from_micros(1))
+            .burst_size(1_000_000);
+        let governor = governor
+            .finish()
+            .ok_or("invalid tower_governor configuration")?;
+        let governor_limiter = governor.limiter().clone();
+        let governed = Router::new()
+            .route("/governor", get(unlimited))
+            .route_layer(tower_governor::GovernorLayer::new(governor));
+        let stats = move || {
+            let entries = governor_limiter.len();
+            async move {
+                format!(
+                    "local_buckets {} governor_entries {entries}\n",
+                    flux::Flux::global().local_buckets()
+                )
+            }
+        };
+        let mut app = Router::new()
             .route("/unlimited", get(unlimited))
             .route("/limited", get(limited))
             .route("/flood", get(flood))
-            .merge(layered);
+            .route("/stats", get(stats))
+            .merge(layered)
+            .merge(governed);
+        if let Ok(url) = std::env::var("FLUX_BENCH_REDIS_URL") {
+            let conn = redis::aio::ConnectionManager::new(redis::Client::open(url)?).await?;
+            app = app.merge(
+                Router::new()
+                    .route("/fixed", get(unlimited))
+                    .route_layer(axum::middleware::from_fn_with_state(conn, fixed_window)),
+            );
+        }
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::spawn(move || {
             let mut sink = Vec::new();
@@ -106,6 +194,7 @@ impl ServerChild {
         cmd.args(["serve", "--addr", "127.0.0.1:0", "--workers"])
             .arg(workers.to_string())
             .env_remove("FLUX_REDIS_URL")
+            .env_remove("FLUX_BENCH_REDIS_URL")
             .env_remove("FLUX_DENY_CACHE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -172,6 +261,10 @@ pub(crate) struct Group {
     pub(crate) connections: usize,
     /// The `x-client` header of connection `i`.
     pub(crate) client: fn(usize) -> String,
+    /// A new `x-client` for every request (`client(i)`, then `-`, the number of the load run
+    /// in this process, `-` and the request's number on its connection), as a stream of
+    /// clients each seen once; `false`: one per connection.
+    pub(crate) fresh: bool,
     /// `Some(interval)`: each connection sends one request per interval (latency measured
     /// from the intended send time, so a stall is not hidden); `None`: back to back.
     pub(crate) pace: Option<Duration>,
@@ -245,8 +338,16 @@ fn run_group(
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
         let mut handles = Vec::new();
+        // Fresh keys are never repeated, not even by the next run against the same server.
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for i in 0..group.connections {
-            let client = HeaderValue::try_from((group.client)(i)).map_err(|e| e.to_string())?;
+            let base = if group.fresh {
+                format!("{}-{run}", (group.client)(i))
+            } else {
+                (group.client)(i)
+            };
+            let client = HeaderValue::try_from(base).map_err(|e| e.to_string())?;
             // Spread paced connections over their interval.
             let phase = group.pace.map_or(Duration::ZERO, |p| {
                 p.mul_f64(i as f64 / group.connections.max(1) as f64)
@@ -254,7 +355,10 @@ fn run_group(
             handles.push(tokio::spawn(connection(
                 addr,
                 group.path,
-                client,
+                Clients {
+                    base: client,
+                    fresh: group.fresh,
+                },
                 group.pace,
                 start + phase,
                 warm_end,
@@ -280,6 +384,12 @@ fn run_group(
     })
 }
 
+/// The `x-client` headers of one connection: `base`, or `base-<n>` for its `n`th request.
+struct Clients {
+    base: HeaderValue,
+    fresh: bool,
+}
+
 struct ConnStats {
     hist: Hist,
     ops: u64,
@@ -291,7 +401,7 @@ struct ConnStats {
 async fn connection(
     addr: SocketAddr,
     path: &'static str,
-    client: HeaderValue,
+    clients: Clients,
     pace: Option<Duration>,
     first: Instant,
     warm_end: Instant,
@@ -308,6 +418,12 @@ async fn connection(
     let mut sender: Option<http1::SendRequest<Empty<Bytes>>> = None;
     let mut next = first;
     let mut previous_done = first;
+    let mut sent: u64 = 0;
+    let Clients {
+        base: client,
+        fresh,
+    } = clients;
+    let mut fresh_key = Vec::with_capacity(client.len() + 21);
     loop {
         // Latency counts from the intended send time when the previous request made this one
         // late (a slow server must not hide behind the pacing), and from the actual send
@@ -341,7 +457,17 @@ async fn connection(
         let mut request = Request::new(Empty::<Bytes>::new());
         *request.uri_mut() = http::Uri::from_static(path);
         request.headers_mut().insert(HOST, host.clone());
-        request.headers_mut().insert("x-client", client.clone());
+        let key = if fresh {
+            use std::io::Write as _;
+            fresh_key.clear();
+            fresh_key.extend_from_slice(client.as_bytes());
+            let _ = write!(fresh_key, "-{sent}");
+            HeaderValue::from_bytes(&fresh_key).unwrap_or_else(|_| client.clone())
+        } else {
+            client.clone()
+        };
+        sent += 1;
+        request.headers_mut().insert("x-client", key);
         let status = match s.send_request(request).await {
             Ok(response) => {
                 let status = response.status();
@@ -390,4 +516,36 @@ pub(crate) fn cpu_probe<'a>(
         server: process_cpu(server.pid()),
         redis: redis.and_then(|r| r.cpu_seconds().ok()),
     }
+}
+
+/// `GET /stats` of a server child: `(local_buckets, governor_entries)`.
+pub(crate) fn server_stats(addr: SocketAddr) -> Res<(u64, u64)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /stats HTTP/1.0\r\nhost: 127.0.0.1\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("");
+    let field = |name: &str| -> Option<u64> {
+        let mut words = body.split_whitespace();
+        words.find(|w| *w == name)?;
+        words.next()?.parse().ok()
+    };
+    match (field("local_buckets"), field("governor_entries")) {
+        (Some(local), Some(governor)) => Ok((local, governor)),
+        _ => Err(format!("unexpected /stats reply: {reply:?}").into()),
+    }
+}
+
+/// The resident set of process `pid` (`VmRSS` of `/proc/<pid>/status`), in bytes.
+pub(crate) fn rss_bytes(pid: u32) -> Res<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .ok_or("no VmRSS in /proc/<pid>/status")?;
+    Ok(kb * 1024)
 }

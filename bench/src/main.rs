@@ -38,16 +38,17 @@ use crate::http::{Group, load};
 use crate::redis_server::RedisServer;
 use crate::report::{Report, count, micros};
 use crate::suite::{
-    Sizes, part1_decisions, part1b_callers, part2_http, part3_flood, part4_outage, part5_micro,
-    part6_memory, part7_telemetry,
+    HttpKeys, Sizes, part1_decisions, part1b_callers, part2_http, part3_flood, part4_outage,
+    part5_micro, part6_memory, part7_telemetry,
 };
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "usage: flux-bench [--quick] [--out FILE] [--pictures DIR] [--server-workers N] [--only 1,2,..]
+                  [--http-keys conn|fresh|both]
        flux-bench serve --addr ADDR [--workers N]   (an HTTP server variant; used by the harness)
        flux-bench memprobe --keys N                 (in-memory bytes per key; used by the harness)
-       flux-bench load --addr ADDR [--path P] [--conns N] [--secs S] [--one-client]
+       flux-bench load --addr ADDR [--path P] [--conns N] [--secs S] [--one-client | --fresh-keys]
                                                     (drive a running `serve`, e.g. under a profiler)";
 
 fn main() -> ExitCode {
@@ -95,8 +96,10 @@ struct Options {
     /// Where the pictures go (default: `flux-bench-pictures` in the temporary directory).
     pictures: Option<PathBuf>,
     server_workers: usize,
-    /// Parts to run (1-6); all when empty.
+    /// Parts to run (1-7); all when empty.
     only: Vec<u8>,
+    /// Part 2's loads: one x-client per connection, a new one per request, or both.
+    http_keys: Vec<HttpKeys>,
 }
 
 impl Options {
@@ -107,6 +110,7 @@ impl Options {
             pictures: None,
             server_workers: 2,
             only: Vec::new(),
+            http_keys: vec![HttpKeys::Connection, HttpKeys::Fresh],
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -132,6 +136,18 @@ impl Options {
                         }
                     }
                 }
+                "--http-keys" => {
+                    options.http_keys = match value()?.as_str() {
+                        "conn" => vec![HttpKeys::Connection],
+                        "fresh" => vec![HttpKeys::Fresh],
+                        "both" => vec![HttpKeys::Connection, HttpKeys::Fresh],
+                        other => {
+                            return Err(format!(
+                                "--http-keys takes conn, fresh or both, not {other:?}"
+                            ));
+                        }
+                    };
+                }
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
@@ -153,6 +169,9 @@ fn load_only(args: &[String]) -> Res<()> {
         None | Some("/limited") => "/limited",
         Some("/unlimited") => "/unlimited",
         Some("/flood") => "/flood",
+        Some("/layered") => "/layered",
+        Some("/governor") => "/governor",
+        Some("/fixed") => "/fixed",
         Some(other) => return Err(format!("unknown path {other}").into()),
     };
     let conns = flag(args, "--conns")
@@ -169,6 +188,7 @@ fn load_only(args: &[String]) -> Res<()> {
         } else {
             |i| format!("client-{i}")
         },
+        fresh: args.iter().any(|a| a == "--fresh-keys"),
         pace: None,
     };
     let probe = || stats::Cpu::default();
@@ -240,7 +260,13 @@ fn run(options: &Options) -> Res<()> {
         part1b_callers(&mut report, &sizes, &runtime, &flux, &redis, &sha)?;
     }
     if options.runs(2) {
-        part2_http(&mut report, &sizes, &redis, server_workers)?;
+        part2_http(
+            &mut report,
+            &sizes,
+            &redis,
+            server_workers,
+            &options.http_keys,
+        )?;
     }
     if options.runs(3) {
         part3_flood(&mut report, &sizes, &redis, server_workers)?;

@@ -71,6 +71,7 @@ pub(crate) fn part3_flood(
         path: "/flood",
         connections: 32,
         client: |i| format!("good-{i}"),
+        fresh: false,
         pace: Some(Duration::from_millis(20)),
     };
     // The flood is offered at a fixed rate, so that both deny-cache settings face the same
@@ -79,6 +80,7 @@ pub(crate) fn part3_flood(
         path: "/flood",
         connections: FLOOD_CONNECTIONS,
         client: |_| "flooder".to_owned(),
+        fresh: false,
         pace: Some(FLOOD_INTERVAL),
     };
     // (name, server index, flood?): server 0 has the deny cache on (the default), 1 off.

@@ -1,27 +1,66 @@
-//! Part 2: end-to-end HTTP, unlimited / in-memory / Redis.
+//! Part 2: end-to-end HTTP: unlimited, tower_governor, a hand-written fixed window, and Flux
+//! (the attribute and the layer, in memory and on Redis), on keys per connection and fresh
+//! keys per request; then the memory each server holds.
 
 use super::{Sizes, latency_cells};
 use crate::Res;
-use crate::http::{Group, ServerChild, cpu_probe, load};
+use crate::http::{Group, ServerChild, cpu_probe, load, rss_bytes, server_stats};
 use crate::progress;
 use crate::redis_server::RedisServer;
-use crate::report::{Cmp, Report, Section, micros, opt_micros, ratio};
+use crate::report::{Cmp, Report, Section, count, micros, opt_micros, ratio};
 use crate::stats::Summary;
 
-/// An HTTP variant: its name, the path it serves, the server's environment.
-type Variant<'a> = (&'static str, &'static str, Vec<(&'static str, &'a str)>);
+/// Which `x-client` headers part 2's load sends (`--http-keys`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum HttpKeys {
+    /// One client per connection (`client-<i>`): each limiter sees a fixed, small key set.
+    Connection,
+    /// A new client for every request (`client-<i>-<n>`): every check meets an unknown key.
+    Fresh,
+}
+
+impl HttpKeys {
+    fn label(self) -> &'static str {
+        match self {
+            HttpKeys::Connection => "conn",
+            HttpKeys::Fresh => "fresh",
+        }
+    }
+}
+
+/// Where a variant's limiter keeps its entries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    None,
+    /// Flux's in-memory backend: `Flux::local_buckets()`.
+    FluxMemory,
+    /// tower_governor's keyed map: `RateLimiter::len()`.
+    Governor,
+    /// Redis: `DBSIZE` (the harness flushes Redis before each run).
+    Redis,
+}
+
+/// An HTTP variant: its name, the path it serves, the server's environment, its store.
+struct Variant<'a> {
+    name: &'static str,
+    path: &'static str,
+    env: Vec<(&'static str, &'a str)>,
+    store: Store,
+}
 
 pub(crate) fn part2_http(
     report: &mut Report,
     sizes: &Sizes,
     redis: &RedisServer,
     server_workers: usize,
+    keys_list: &[HttpKeys],
 ) -> Res<()> {
     progress("part 2: end-to-end HTTP");
     let mut section = Section::new(
-        "2. End-to-end HTTP: one axum handler, unlimited / #[rate_limit] or FluxLayer, in memory or on Redis",
+        "2. End-to-end HTTP: one axum handler, unlimited / tower_governor / a hand-written fixed window / #[rate_limit] or FluxLayer, in memory or on Redis",
         &[
             "handler",
+            "keys",
             "conns",
             "req/s",
             "p50 us",
@@ -37,40 +76,93 @@ pub(crate) fn part2_http(
         ],
     );
     let url = redis.url();
-    let variants: [Variant<'_>; 5] = [
-        ("unlimited", "/unlimited", vec![]),
-        ("#[rate_limit] in-memory", "/limited", vec![]),
-        (
-            "#[rate_limit] Redis",
-            "/limited",
-            vec![("FLUX_REDIS_URL", url.as_str())],
-        ),
-        ("FluxLayer in-memory", "/layered", vec![]),
-        (
-            "FluxLayer Redis",
-            "/layered",
-            vec![("FLUX_REDIS_URL", url.as_str())],
-        ),
+    // `EXPIRE key 1 NX` (the fixed window's) needs Redis 7.
+    let redis_major = redis
+        .info("server")?
+        .into_iter()
+        .find(|(k, _)| k == "redis_version")
+        .and_then(|(_, v)| v.split('.').next().and_then(|m| m.parse::<u32>().ok()))
+        .unwrap_or(0);
+    let mut variants: Vec<Variant<'_>> = vec![
+        Variant {
+            name: "unlimited",
+            path: "/unlimited",
+            env: vec![],
+            store: Store::None,
+        },
+        Variant {
+            name: "tower_governor",
+            path: "/governor",
+            env: vec![],
+            store: Store::Governor,
+        },
     ];
-    // All three servers stay up (idle ones cost nothing) and the variants take turns, round
-    // after round, so that a disturbance from outside hits them alike.
+    if redis_major >= 7 {
+        variants.push(Variant {
+            name: "fixed window, Redis",
+            path: "/fixed",
+            env: vec![("FLUX_BENCH_REDIS_URL", url.as_str())],
+            store: Store::Redis,
+        });
+    }
+    variants.extend([
+        Variant {
+            name: "#[rate_limit] in-memory",
+            path: "/limited",
+            env: vec![],
+            store: Store::FluxMemory,
+        },
+        Variant {
+            name: "#[rate_limit] Redis",
+            path: "/limited",
+            env: vec![("FLUX_REDIS_URL", url.as_str())],
+            store: Store::Redis,
+        },
+        Variant {
+            name: "FluxLayer in-memory",
+            path: "/layered",
+            env: vec![],
+            store: Store::FluxMemory,
+        },
+        Variant {
+            name: "FluxLayer Redis",
+            path: "/layered",
+            env: vec![("FLUX_REDIS_URL", url.as_str())],
+            store: Store::Redis,
+        },
+    ]);
+    // One server process per variant (the global limiter is per process, and each process's
+    // RSS is then its own limiter's). All stay up (idle ones cost nothing) and the variants
+    // take turns, round after round, so that a disturbance from outside hits them alike.
     let servers = variants
         .iter()
-        .map(|(_, _, env)| ServerChild::spawn(server_workers, env))
+        .map(|v| ServerChild::spawn(server_workers, &v.env))
         .collect::<Res<Vec<_>>>()?;
     let conns_list = [1_usize, 64];
-    let mut runs: Vec<Vec<Vec<Summary>>> = (0..variants.len())
-        .map(|_| conns_list.iter().map(|_| Vec::new()).collect())
+    let cases: Vec<(HttpKeys, usize)> = keys_list
+        .iter()
+        .flat_map(|&k| conns_list.iter().map(move |&c| (k, c)))
         .collect();
+    let mut runs: Vec<Vec<Vec<Summary>>> = (0..variants.len())
+        .map(|_| cases.iter().map(|_| Vec::new()).collect())
+        .collect();
+    // Entries each variant's limiter holds right after its last run.
+    let mut held: Vec<Option<u64>> = vec![None; variants.len()];
     for round in 0..sizes.http_rounds {
-        for (c, &conns) in conns_list.iter().enumerate() {
-            for (v, (name, path, _)) in variants.iter().enumerate() {
-                progress(&format!("  round {}: {name}, {conns} conns", round + 1));
+        for (c, &(keys, conns)) in cases.iter().enumerate() {
+            for (v, variant) in variants.iter().enumerate() {
+                progress(&format!(
+                    "  round {}: {}, {} keys, {conns} conns",
+                    round + 1,
+                    variant.name,
+                    keys.label()
+                ));
                 redis.query(&["FLUSHALL"])?;
                 let group = Group {
-                    path,
+                    path: variant.path,
                     connections: conns,
                     client: |i| format!("client-{i}"),
+                    fresh: keys == HttpKeys::Fresh,
                     pace: None,
                 };
                 let probe = cpu_probe(&servers[v], Some(redis));
@@ -82,18 +174,29 @@ pub(crate) fn part2_http(
                     &probe,
                 )?;
                 runs[v][c].push(results.remove(0).summary);
+                held[v] = match variant.store {
+                    Store::None => None,
+                    Store::Redis => redis.query(&["DBSIZE"])?.trim().parse().ok(),
+                    Store::FluxMemory => Some(server_stats(servers[v].addr)?.0),
+                    Store::Governor => Some(server_stats(servers[v].addr)?.1),
+                };
             }
         }
     }
+    let rss: Vec<Option<u64>> = servers.iter().map(|s| rss_bytes(s.pid()).ok()).collect();
     drop(servers);
     let mut baseline: Vec<(f64, f64, f64)> = Vec::new();
     let mut other_errors = 0;
-    for (v, (name, _, _)) in variants.iter().enumerate() {
-        let uses_redis = name.ends_with("Redis");
-        for (c, &conns) in conns_list.iter().enumerate() {
+    for (v, variant) in variants.iter().enumerate() {
+        let uses_redis = variant.store == Store::Redis;
+        for (c, &(keys, conns)) in cases.iter().enumerate() {
             let s = median_round(std::mem::take(&mut runs[v][c]));
             other_errors += s.errors + s.denied;
-            let mut row = vec![name.to_string(), conns.to_string()];
+            let mut row = vec![
+                variant.name.to_string(),
+                keys.label().to_string(),
+                conns.to_string(),
+            ];
             row.extend(latency_cells(&s));
             row.push(opt_micros(s.per_op_us(s.cpu.server)));
             row.push(if uses_redis {
@@ -119,7 +222,10 @@ pub(crate) fn part2_http(
                 let r = s.rate() / rate;
                 row.push(ratio(r));
                 row.push(ratio(s.p99() / p99));
-                if conns == 64 && name.starts_with("#[rate_limit]") {
+                if conns == 64
+                    && keys == HttpKeys::Connection
+                    && variant.name.starts_with("#[rate_limit]")
+                {
                     let (id, threshold, what) = if uses_redis {
                         (
                             "http-redis",
@@ -155,10 +261,59 @@ pub(crate) fn part2_http(
          this row's, the req/s ratio a CPU-bound machine would show (steadier than req/s on a shared VM)"
     ));
     section.note(format!(
-        "the limit is 1,000,000/s per x-client header (one client per connection): nothing is denied; \
+        "limits no client reaches: Flux 1,000,000/s with burst 1,000,000 per x-client header; \
+         tower_governor one cell per 1 us with burst 1,000,000 per x-client; the fixed window \
+         1,000,000 per client per second (MULTI; INCR; EXPIRE 1 NX; EXEC on a ConnectionManager); \
+         keys conn = one x-client per connection, fresh = a new x-client per request; \
          non-200 answers: {other_errors}"
     ));
+    if redis_major < 7 {
+        section.note(format!(
+            "the fixed-window rows are left out: EXPIRE ... NX needs Redis 7 (this is {redis_major}.x)"
+        ));
+    }
     report.sections.push(section);
+
+    let mut memory = Section::new(
+        "2m. Memory held after part 2's load: each limiter's live entries, and each server's RSS",
+        &[
+            "handler",
+            "entries held in",
+            "live entries after the run",
+            "server RSS MB",
+        ],
+    );
+    for (v, variant) in variants.iter().enumerate() {
+        let mut row = vec![
+            variant.name.to_string(),
+            match variant.store {
+                Store::None => "-",
+                Store::FluxMemory => "process (Flux::local_buckets)",
+                Store::Governor => "process (RateLimiter::len)",
+                Store::Redis => "Redis (DBSIZE)",
+            }
+            .to_string(),
+        ];
+        row.push(held[v].map_or_else(|| "-".to_owned(), |n| count(n as f64)));
+        row.push(rss[v].map_or_else(|| "-".to_owned(), |b| format!("{:.1}", b as f64 / 1e6)));
+        memory.row(row);
+    }
+    let last = cases
+        .last()
+        .map(|(keys, conns)| format!("{} keys, {conns} conns", keys.label()))
+        .unwrap_or_default();
+    memory.note(format!(
+        "live entries: right after the variant's last run ({last}; Redis is flushed before \
+         every run, so DBSIZE counts that run's keys not yet expired); RSS: VmRSS of \
+         /proc/<pid>/status of each variant's own server process after all its runs"
+    ));
+    memory.note(
+        "tower_governor keeps a key until RateLimiter::retain_recent() runs (its docs suggest a \
+         periodic task; this server, like its README's example, runs none); Flux's in-memory \
+         backend drops a bucket once it is full again; Flux's Redis keys expire when their bucket \
+         is full again (1 ms here), the fixed window's after 1 s",
+    );
+    report.sections.push(memory);
     Ok(())
 }
 

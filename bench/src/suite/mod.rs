@@ -14,7 +14,7 @@ use std::time::Duration;
 pub(crate) use self::callers::part1b_callers;
 pub(crate) use self::decisions::part1_decisions;
 pub(crate) use self::flood::part3_flood;
-pub(crate) use self::http::part2_http;
+pub(crate) use self::http::{HttpKeys, part2_http};
 pub(crate) use self::memory::part6_memory;
 pub(crate) use self::micro::part5_micro;
 pub(crate) use self::outage::part4_outage;
