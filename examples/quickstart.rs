@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::get;
-use flux::{Flux, rate_limit};
+use flux::{Flux, concurrency_limit, rate_limit};
 
 /// Not limited.
 async fn index() -> &'static str {
-    "Flux quickstart: try /burst, /global, /api (with x-api-key), /stacked\n"
+    "Flux quickstart: try /burst, /global, /api (with x-api-key), /stacked, /slow\n"
 }
 
 /// 5 requests at once per client address, then 1 per second.
@@ -40,6 +40,14 @@ async fn stacked() -> &'static str {
     "stacked: ok\n"
 }
 
+/// At most 2 requests in flight per client address; each takes 500 ms. A third at once
+/// gets 429 with `Retry-After: 1`.
+#[concurrency_limit(max = 2, key = "ip")]
+async fn slow() -> &'static str {
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    "slow: ok\n"
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -61,11 +69,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/burst", get(burst))
         .route("/global", get(global))
         .route("/api", get(api))
-        .route("/stacked", get(stacked));
+        .route("/stacked", get(stacked))
+        .route("/slow", get(slow));
     println!("flux quickstart on http://{}", listener.local_addr()?);
     println!("backend: {}", flux.describe());
     println!("routes: GET /  GET /burst (1/s, burst 5, per ip)  GET /global (10/s)");
     println!("        GET /api (2/s per x-api-key)  GET /stacked (5/s and 20/min per ip)");
+    println!("        GET /slow (500 ms each, at most 2 in flight per ip)");
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -203,18 +203,7 @@ async fn over_tcp_through_redis_layer_and_attribute_are_two_checks() {
         .build()
         .expect("valid configuration");
     let router = app_with(flux, Router::new().route("/h", get(limited_handler)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve");
-    });
+    let addr = support::serve(router).await;
     let mut conn = Conn::open(addr).await.expect("connect");
     let mut seen = Vec::new();
     for _ in 0..3 {

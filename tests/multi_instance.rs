@@ -10,27 +10,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{Conn, Instance, RedisServer, wait_healthy};
+use support::{Conn, Instance, RedisServer};
 
 const INSTANCES: usize = 3;
 const CONNECTIONS: usize = 48;
 
-/// Three instances on `redis`. A generous deadline and the `closed` policy: a request is
-/// admitted only when Redis said so, so the counts below measure the algorithm, never a
-/// fail-open on a loaded machine.
+/// Three instances on `redis` (the `closed` policy, see `support::fleet`).
 async fn instances(redis: &RedisServer) -> Vec<Instance> {
-    let url = redis.url();
-    let list: Vec<Instance> = (0..INSTANCES)
-        .map(|_| {
-            Instance::start(&[
-                ("FLUX_REDIS_URL", url.as_str()),
-                ("FLUX_DEADLINE_MS", "2000"),
-                ("FLUX_FAILURE_POLICY", "closed"),
-            ])
-        })
-        .collect();
-    wait_healthy(&list).await;
-    list
+    support::fleet(&redis.url(), INSTANCES).await
 }
 
 #[derive(Debug, Default)]

@@ -94,19 +94,7 @@ async fn serve(app: Router, flux: Flux) -> SocketAddr {
         .route("/metrics", get(move || async move { handle.render() }))
         .route("/healthz", get(healthz))
         .layer(Extension(flux));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve");
-    });
-    addr
+    support::serve(app).await
 }
 
 async fn statuses(conn: &mut Conn, path: &str, headers: &[(&str, &[u8])], n: usize) -> Vec<u16> {

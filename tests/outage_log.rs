@@ -28,81 +28,77 @@ impl Write for Captured {
     }
 }
 
-#[test]
-fn an_outage_is_logged_once_not_per_request() {
+/// Runs `work` on a current-thread runtime under a subscriber that records events up to
+/// `level`; returns what it logged.
+fn logged<F: std::future::Future<Output = ()>>(
+    level: tracing::Level,
+    work: impl FnOnce() -> F,
+) -> String {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(level)
         .finish();
-    let mut server = RedisServer::start();
     tracing::subscriber::with_default(subscriber, || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(async {
-            let flux = Flux::builder()
-                .redis(server.url())
-                .deadline(Duration::from_millis(50))
-                .breaker(BreakerConfig::new(
-                    NonZeroU32::new(3).expect("nonzero"),
-                    Duration::from_millis(200),
-                ))
-                .failure_policy(FailurePolicy::Open)
-                .build()
-                .expect("valid configuration");
-            assert_eq!(flux.check("l", &LIMIT).await.source, Source::Backend);
-            server.kill();
-            let until = Instant::now() + Duration::from_millis(700);
-            let mut requests = 0;
-            while Instant::now() < until {
-                flux.check("l", &LIMIT).await;
-                requests += 1;
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            assert!(requests > 100, "{requests}");
-            server.restart();
-            let restarted = Instant::now();
-            while flux.check("l", &LIMIT).await.source != Source::Backend {
-                assert!(
-                    restarted.elapsed() < Duration::from_secs(5),
-                    "limiting did not resume"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
+        runtime.block_on(work());
     });
-    let log = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf-8 log");
+    let log = captured.0.lock().expect("log").clone();
+    String::from_utf8(log).expect("utf-8 log")
+}
+
+#[test]
+fn an_outage_is_logged_once_not_per_request() {
+    let mut server = RedisServer::start();
+    let log = logged(tracing::Level::INFO, || async {
+        let flux = Flux::builder()
+            .redis(server.url())
+            .deadline(Duration::from_millis(50))
+            .breaker(BreakerConfig::new(
+                NonZeroU32::new(3).expect("nonzero"),
+                Duration::from_millis(200),
+            ))
+            .failure_policy(FailurePolicy::Open)
+            .build()
+            .expect("valid configuration");
+        assert_eq!(flux.check("l", &LIMIT).await.source, Source::Backend);
+        server.kill();
+        let until = Instant::now() + Duration::from_millis(700);
+        let mut requests = 0;
+        while Instant::now() < until {
+            flux.check("l", &LIMIT).await;
+            requests += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(requests > 100, "{requests}");
+        server.restart();
+        let restarted = Instant::now();
+        while flux.check("l", &LIMIT).await.source != Source::Backend {
+            assert!(
+                restarted.elapsed() < Duration::from_secs(5),
+                "limiting did not resume"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
     assert_eq!(log.matches("Redis unavailable").count(), 1, "log:\n{log}");
     assert_eq!(log.matches("reachable again").count(), 1, "log:\n{log}");
 }
 
 #[test]
 fn each_denial_is_one_debug_event_with_a_digest_of_the_key() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
     let client = "user-4242@example.test";
-    tracing::subscriber::with_default(subscriber, || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            let flux = Flux::builder().build().expect("valid configuration");
-            for _ in 0..5 {
-                flux.check(client, &LIMIT).await;
-            }
-        });
+    let log = logged(tracing::Level::DEBUG, || async {
+        let flux = Flux::builder().build().expect("valid configuration");
+        for _ in 0..5 {
+            flux.check(client, &LIMIT).await;
+        }
     });
-    let log = String::from_utf8(captured.0.lock().expect("log").clone()).expect("utf-8 log");
     let denials: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("rate limit denied a request"))

@@ -19,8 +19,9 @@ use support::RedisServer;
 /// Concurrent checks: as many as an HTTP server with 64 busy connections makes.
 const CALLERS: usize = 64;
 
-/// The scripts a single Redis gets: `gcra.lua` and `gcra_batch.lua`.
-const SCRIPTS: u64 = 2;
+/// The scripts a single Redis gets, loaded together: `gcra.lua`, `gcra_batch.lua` and
+/// `concurrency.lua`.
+const SCRIPTS: u64 = 3;
 
 fn flux(server: &RedisServer) -> Flux {
     Flux::builder()

@@ -1,6 +1,7 @@
 //! The rules that Flux's runtime (`flux-ratelimit`, imported as `flux`) and its
-//! `#[rate_limit]` attribute share: the rate grammar ([`Rate`], with its `FromStr`) and the
-//! bounds of a limit ([`check_limit`]). The attribute runs this code at compile time and the
+//! `#[rate_limit]` and `#[concurrency_limit]` attributes share: the rate grammar ([`Rate`], with
+//! its `FromStr`), the bounds of a limit ([`check_limit`]) and of a concurrency limit
+//! ([`check_concurrency`], [`parse_lease`]). The attribute runs this code at compile time and the
 //! runtime at run time, so both accept the same input and reject it with the same message.
 //!
 //! Depend on `flux-ratelimit`, which re-exports what applications need; this crate has no
@@ -16,7 +17,11 @@
 //! ```
 
 mod bounds;
+mod concurrency;
 mod rate;
 
 pub use crate::bounds::{LimitError, MAX_TOLERANCE_US, check_limit};
+pub use crate::concurrency::{
+    ConcurrencyError, DEFAULT_LEASE, MAX_LEASE, MIN_LEASE, check_concurrency, parse_lease,
+};
 pub use crate::rate::{Rate, RateError};

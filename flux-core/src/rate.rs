@@ -235,22 +235,11 @@ impl FromStr for Rate {
         if period.is_empty() {
             return Err(syntax());
         }
-        let digits = period.len()
-            - period
-                .trim_start_matches(|c: char| c.is_ascii_digit())
-                .len();
-        let (amount, unit) = period.split_at(digits);
-        let amount: u64 = if amount.is_empty() {
-            1
-        } else {
-            amount
-                .parse()
-                .map_err(|_| RateError::Period(period.to_owned()))?
-        };
-        let unit_us =
-            unit_micros(unit.trim()).ok_or_else(|| RateError::Unit(unit.trim().to_owned()))?;
-        let period_us = amount
-            .checked_mul(unit_us)
+        let unit = unit_of(period);
+        if unit_micros(unit).is_none() {
+            return Err(RateError::Unit(unit.to_owned()));
+        }
+        let period_us = period_micros(period)
             .filter(|us| (1_000..=MAX_PERIOD_US).contains(us))
             .ok_or_else(|| RateError::Period(period.to_owned()))?;
         if u64::from(count.get()) > period_us {
@@ -260,6 +249,32 @@ impl FromStr for Rate {
             NonZeroU64::new(period_us).ok_or_else(|| RateError::Period(period.to_owned()))?;
         Ok(Rate { count, period_us })
     }
+}
+
+/// A period such as `"10s"`, `"min"` (one), `"500ms"` or `"2 hours"`, in microseconds: an
+/// optional whole number, then a unit. `None` when it is not one (an unknown unit, or more
+/// microseconds than a `u64` holds). Shared by rates and by a concurrency limit's lease.
+pub(crate) fn period_micros(period: &str) -> Option<u64> {
+    let period = period.trim();
+    let digits = period.len()
+        - period
+            .trim_start_matches(|c: char| c.is_ascii_digit())
+            .len();
+    let (amount, unit) = period.split_at(digits);
+    let amount: u64 = if amount.is_empty() {
+        1
+    } else {
+        amount.parse().ok()?
+    };
+    amount.checked_mul(unit_micros(unit_of(unit))?)
+}
+
+/// The unit part of a period: what follows its digits.
+pub(crate) fn unit_of(period: &str) -> &str {
+    period
+        .trim()
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim()
 }
 
 fn unit_micros(unit: &str) -> Option<u64> {

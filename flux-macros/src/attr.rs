@@ -1,4 +1,6 @@
-//! Parsing one `#[rate_limit(...)]` attribute's arguments into [`Args`].
+//! Parsing one `#[rate_limit(...)]` or `#[concurrency_limit(...)]` attribute's arguments into
+//! [`Args`]: the options they share (`key`, `name`, `on_error`, `mode`, `exempt`, `crate`)
+//! are parsed by the same code.
 //!
 //! Each value is checked where it is parsed, with the error on the offending token: its
 //! type, its grammar (a rate, with the runtime's parser; a header name; a path; a choice).
@@ -17,6 +19,36 @@ use flux_core::Rate;
 const OPTIONS: [&str; 10] = [
     "rate", "burst", "cost", "key", "name", "on_error", "mode", "exempt", "deny", "crate",
 ];
+
+/// The options `#[concurrency_limit]` accepts, in the order the docs list them.
+const CONCURRENCY_OPTIONS: [&str; 8] = [
+    "max", "lease", "key", "name", "on_error", "mode", "exempt", "crate",
+];
+
+/// Which attribute: they share their parser, checks and expansion.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub(crate) enum Kind {
+    #[default]
+    RateLimit,
+    ConcurrencyLimit,
+}
+
+impl Kind {
+    /// The attribute's name, as written.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::RateLimit => "rate_limit",
+            Kind::ConcurrencyLimit => "concurrency_limit",
+        }
+    }
+
+    fn options(self) -> &'static [&'static str] {
+        match self {
+            Kind::RateLimit => &OPTIONS,
+            Kind::ConcurrencyLimit => &CONCURRENCY_OPTIONS,
+        }
+    }
+}
 
 /// A parsed option: where it was written (the value, for errors) and what it says.
 pub(crate) type Slot<T> = Option<(Span, T)>;
@@ -70,9 +102,10 @@ pub(crate) enum Deny {
     Error,
 }
 
-/// The arguments of one `#[rate_limit(...)]`, as written.
+/// The arguments of one attribute, as written.
 #[derive(Default)]
 pub(crate) struct Args {
+    pub(crate) kind: Kind,
     pub(crate) rate: Slot<Rate>,
     pub(crate) burst: Slot<u32>,
     pub(crate) cost: Slot<u32>,
@@ -85,6 +118,10 @@ pub(crate) struct Args {
     pub(crate) deny: Slot<Deny>,
     /// `crate = "..."`: the path of the runtime crate.
     pub(crate) krate: Slot<syn::Path>,
+    /// `max = N` of `#[concurrency_limit]`.
+    pub(crate) max: Slot<u32>,
+    /// `lease = "30s"` of `#[concurrency_limit]`, in milliseconds.
+    pub(crate) lease: Slot<u64>,
     /// Options written, valid or not: a second one is a duplicate.
     seen: Vec<&'static str>,
     /// Options whose value was invalid (and reported), so their slot is empty.
@@ -102,22 +139,26 @@ impl Args {
     }
 }
 
-/// Parses the arguments of one attribute. Syntax errors end the parse; invalid values are
-/// collected into `errors` and parsing goes on, so one build reports every mistake.
-pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
-    let mut args = Args::default();
+/// Parses the arguments of one attribute of `kind`. Syntax errors end the parse; invalid
+/// values are collected into `errors` and parsing goes on, so one build reports every mistake.
+pub(crate) fn parse(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> Args {
+    let mut args = Args {
+        kind,
+        ..Args::default()
+    };
+    let options = kind.options();
     let parser = syn::meta::parser(|meta| {
         let Some(ident) = meta.path.get_ident() else {
             errors.push_at(
                 meta.path.span(),
-                format!("unknown option: expected one of {}", list(&OPTIONS)),
+                format!("unknown option: expected one of {}", list(options)),
             );
             args.incomplete = true;
             return skip_value(meta.input);
         };
         let written = ident.to_string();
-        let Some(&option) = OPTIONS.iter().find(|o| **o == written) else {
-            errors.push_at(ident.span(), unknown_option(&written, &OPTIONS));
+        let Some(&option) = options.iter().find(|o| **o == written) else {
+            errors.push_at(ident.span(), unknown_option(&written, options));
             args.incomplete = true;
             return skip_value(meta.input);
         };
@@ -135,6 +176,8 @@ pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Args {
         match option {
             "rate" => args.rate = parse_rate(&value).map_err(&mut invalid).ok(),
             "burst" => args.burst = parse_count(&value, "burst").map_err(&mut invalid).ok(),
+            "max" => args.max = parse_count(&value, "max").map_err(&mut invalid).ok(),
+            "lease" => args.lease = parse_lease(&value).map_err(&mut invalid).ok(),
             "cost" => args.cost = parse_count(&value, "cost").map_err(&mut invalid).ok(),
             "name" => args.name = parse_name(&value).map_err(&mut invalid).ok(),
             "key" => args.key = parse_key(value).map_err(&mut invalid).ok(),
@@ -216,6 +259,13 @@ fn parse_rate(value: &Expr) -> syn::Result<(Span, Rate)> {
         .parse::<Rate>()
         .map_err(|e| syn::Error::new(lit.span(), e))?;
     Ok((lit.span(), rate))
+}
+
+/// `lease = "30s"`, with the runtime's grammar and bounds (`flux_core::parse_lease`).
+fn parse_lease(value: &Expr) -> syn::Result<(Span, u64)> {
+    let lit = lit_str(value, "lease", "\"30s\"")?;
+    let lease = flux_core::parse_lease(&lit.value()).map_err(|e| syn::Error::new(lit.span(), e))?;
+    Ok((lit.span(), lease.as_millis() as u64))
 }
 
 fn parse_count(value: &Expr, option: &str) -> syn::Result<(Span, u32)> {
@@ -356,7 +406,7 @@ mod tests {
     /// The arguments, which must be free of mistakes.
     fn parse_ok(tokens: TokenStream) -> Args {
         let mut errors = Errors::default();
-        let args = parse(tokens, &mut errors);
+        let args = parse(Kind::RateLimit, tokens, &mut errors);
         if let Err(e) = errors.finish() {
             panic!("{e}");
         }
@@ -365,7 +415,7 @@ mod tests {
 
     fn parse_err(tokens: TokenStream) -> Vec<String> {
         let mut errors = Errors::default();
-        parse(tokens, &mut errors);
+        parse(Kind::RateLimit, tokens, &mut errors);
         match errors.finish() {
             Ok(()) => panic!("no error"),
             Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
@@ -395,6 +445,36 @@ mod tests {
             );
         }
         assert!(parse_err(quote!(crate = my_flux))[0].contains("string literal"));
+    }
+
+    #[test]
+    fn concurrency_options_share_the_parser() {
+        let mut errors = Errors::default();
+        let args = parse(
+            Kind::ConcurrencyLimit,
+            quote!(max = 2, lease = "2s", key = "ip", on_error = "closed"),
+            &mut errors,
+        );
+        assert!(errors.finish().is_ok());
+        assert_eq!(args.max.map(|(_, m)| m), Some(2));
+        assert_eq!(args.lease.map(|(_, l)| l), Some(2000));
+        assert_eq!(args.on_error.map(|(_, p)| p), Some(Policy::Closed));
+        let mut errors = Errors::default();
+        parse(
+            Kind::ConcurrencyLimit,
+            quote!(max = 2, rate = "1/s", lease = "1ms"),
+            &mut errors,
+        );
+        let messages: Vec<String> = match errors.finish() {
+            Ok(()) => Vec::new(),
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        };
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].contains("unknown option `rate`"),
+            "{messages:?}"
+        );
+        assert!(messages[1].contains("lease"), "{messages:?}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Code generation: from a parsed, validated stack of `#[rate_limit]` attributes and the
-//! user's `async fn` to the rewritten fn.
+//! Code generation: from a parsed, validated stack of `#[rate_limit]` and
+//! `#[concurrency_limit]` attributes and the user's `async fn` to the rewritten fn.
 //!
 //! Generated code names nothing but `::flux::__private::...` (or, with `crate = "path"`,
 //! `path::__private::...`) and `::core::...`. Its locals are `__flux_*` idents with
@@ -17,23 +17,30 @@ use syn::{
     ReturnType, TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
 };
 
-use crate::attr::{self, Deny, KeySpec, Mode};
+use crate::attr::{self, Deny, KeySpec, Kind, Mode};
 use crate::diag::Errors;
-use crate::valid::{self, LimitSpec, Stack};
+use crate::valid::{self, ConcurrencySpec, LimitSpec, Stack};
 
-/// The attribute: `args` are the outermost invocation's arguments, `item` the fn (with any
-/// further `#[rate_limit]` attributes still on it).
-pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
+/// The attribute `kind`: `args` are the outermost invocation's arguments, `item` the fn
+/// (with any further `#[rate_limit]` or `#[concurrency_limit]` attributes still on it, which
+/// this expansion collects: whichever expands first handles the whole stack).
+pub(crate) fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let first = (Span::call_site(), attr::parse(args, &mut errors));
+    let first = (Span::call_site(), attr::parse(kind, args, &mut errors));
+    let name = kind.name();
     let mut func: ItemFn = match syn::parse2(item.clone()) {
         Ok(func) => func,
         Err(not_a_fn) => {
-            errors.push_at(
-                not_a_fn.span(),
-                "#[rate_limit] applies to an `async fn` with a body: an axum handler, \
-                 or a plain async fn with `deny = \"error\"`",
-            );
+            let message = match kind {
+                Kind::RateLimit => {
+                    "#[rate_limit] applies to an `async fn` with a body: an axum \
+                                    handler, or a plain async fn with `deny = \"error\"`"
+                }
+                Kind::ConcurrencyLimit => {
+                    "#[concurrency_limit] applies to an `async fn` with a body: an axum handler"
+                }
+            };
+            errors.push_at(not_a_fn.span(), message);
             return errors.after(item);
         }
     };
@@ -42,11 +49,11 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     let attrs = std::mem::take(&mut func.attrs);
     let krate = first.1.krate.as_ref().map(|(_, path)| path);
     for attr in attrs {
-        if is_rate_limit(&attr, krate) {
+        if let Some(kind) = flux_attr(&attr, krate) {
             // `[...]`: the whole attribute but `#` (`attr.span()` is only `#` on stable).
             rest.push((
                 attr.bracket_token.span.join(),
-                attr::parse(stacked_args(&attr, &mut errors), &mut errors),
+                attr::parse(kind, stacked_args(&attr, kind, &mut errors), &mut errors),
             ));
         } else {
             func.attrs.push(attr);
@@ -55,7 +62,7 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     if func.sig.asyncness.is_none() {
         errors.push_at(
             func.sig.fn_token.span,
-            "#[rate_limit] needs an `async fn`: the check awaits the limiter (add `async`)",
+            format!("#[{name}] needs an `async fn`: the check awaits the limiter (add `async`)"),
         );
     }
     let stack = valid::stack(&first, &rest, &mut errors);
@@ -82,39 +89,41 @@ pub(crate) fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-/// `#[rate_limit(...)]` or `#[flux::rate_limit(...)]` (also `::flux::`); with
-/// `crate = "a::b"` on the first attribute, also `#[b::rate_limit(...)]` and
-/// `#[a::b::rate_limit(...)]`.
-fn is_rate_limit(attr: &Attribute, krate: Option<&Path>) -> bool {
+/// Which of Flux's attributes `attr` is: `#[rate_limit(...)]` or `#[flux::rate_limit(...)]`
+/// (also `::flux::`); with `crate = "a::b"` on the first attribute, also
+/// `#[b::rate_limit(...)]` and `#[a::b::rate_limit(...)]`; the same for `concurrency_limit`.
+fn flux_attr(attr: &Attribute, krate: Option<&Path>) -> Option<Kind> {
     let path = attr.path();
     let segments: Vec<&Ident> = path.segments.iter().map(|s| &s.ident).collect();
-    let Some((name, prefix)) = segments.split_last() else {
-        return false;
-    };
+    let (name, prefix) = segments.split_last()?;
     let krate: Vec<&Ident> = krate
         .into_iter()
         .flat_map(|krate| &krate.segments)
         .map(|s| &s.ident)
         .collect();
-    *name == "rate_limit"
-        && match prefix {
-            [] => path.leading_colon.is_none(),
-            [one] if *one == "flux" || krate.last() == Some(one) => true,
-            _ => prefix == krate.as_slice(),
-        }
+    let kind = [Kind::RateLimit, Kind::ConcurrencyLimit]
+        .into_iter()
+        .find(|kind| *name == kind.name())?;
+    match prefix {
+        [] => path.leading_colon.is_none(),
+        [one] if *one == "flux" || krate.last() == Some(one) => true,
+        _ => prefix == krate.as_slice(),
+    }
+    .then_some(kind)
 }
 
 /// The argument tokens of a stacked attribute.
-fn stacked_args(attr: &Attribute, errors: &mut Errors) -> TokenStream {
+fn stacked_args(attr: &Attribute, kind: Kind, errors: &mut Errors) -> TokenStream {
     match &attr.meta {
         Meta::List(list) => list.tokens.clone(),
-        // `#[rate_limit]`: reported as a missing `rate`.
+        // `#[rate_limit]`: reported as a missing `rate` (or `max`).
         Meta::Path(_) => TokenStream::new(),
         Meta::NameValue(nv) => {
-            errors.push_at(
-                nv.eq_token.span,
-                "expected `#[rate_limit(rate = \"...\", ...)]`",
-            );
+            let example = match kind {
+                Kind::RateLimit => "expected `#[rate_limit(rate = \"...\", ...)]`",
+                Kind::ConcurrencyLimit => "expected `#[concurrency_limit(max = N, ...)]`",
+            };
+            errors.push_at(nv.eq_token.span, example);
             TokenStream::new()
         }
     }
@@ -195,6 +204,48 @@ fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
     }
 }
 
+// Input:  #[concurrency_limit(max = 2, lease = "10s")] on `async fn export`
+// Output: let __flux_concurrency: ::core::option::Option<&'static ::flux::__private::ConcurrencyLimit> =
+//             ::core::option::Option::Some({
+//                 static __FLUX_CONCURRENCY: ::flux::__private::ConcurrencyLimit =
+//                     ::flux::__private::ConcurrencyLimit::__from_macro(
+//                         ::core::concat!(::core::module_path!(), "::", "export"), 2u32, 10000u64);
+//                 &__FLUX_CONCURRENCY
+//             });
+// `None` without a concurrency limit. The static sits in a block of its own, as the limits'.
+fn concurrency_let(func: &ItemFn, stack: &Stack) -> TokenStream {
+    let krate = stack.krate.as_ref();
+    let p = private(krate, Span::call_site());
+    let ident = Ident::new("__flux_concurrency", Span::mixed_site());
+    let ty = quote!(::core::option::Option<&'static #p::ConcurrencyLimit>);
+    let Some(ConcurrencySpec {
+        name,
+        max,
+        lease_ms,
+        span,
+    }) = &stack.concurrency
+    else {
+        return quote!(let #ident: #ty = ::core::option::Option::None;);
+    };
+    let name = match name {
+        Some(name) => quote!(#name),
+        None => {
+            let fn_name = func.sig.ident.unraw().to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #fn_name))
+        }
+    };
+    let private = private(krate, *span);
+    let init = quote_spanned! {*span=>
+        #private::ConcurrencyLimit::__from_macro(#name, #max, #lease_ms)
+    };
+    quote! {
+        let #ident: #ty = ::core::option::Option::Some({
+            static __FLUX_CONCURRENCY: #p::ConcurrencyLimit = #init;
+            &__FLUX_CONCURRENCY
+        });
+    }
+}
+
 /// `__flux_limits`, the check's `&'static [Limit]`.
 fn limits_ident() -> Ident {
     Ident::new("__flux_limits", Span::mixed_site())
@@ -265,12 +316,14 @@ fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 //         Query(q): Query<Params>,
 //     ) -> ::flux::__private::Response {
 //         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
+//         let __flux_concurrency = /* concurrency_let */;
 //         /* declared_bounds, when the declared type has `impl Trait` */
 //         /* let __flux_exempt: bool = EXPR;, with `exempt = EXPR` (see `options`) */
 //         let __flux_key = ::flux::__private::key_ip(&__flux_scope);
 //         ::flux::__private::http(
 //             __flux_scope,
 //             __flux_limits,
+//             __flux_concurrency, /* concurrency_let */
 //             __flux_key,
 //             ::flux::__private::Options { /* see `options` */ },
 //             ::flux::__private::typed::<Result<Json<Hits>, AppError>, _>(async move { BODY }),
@@ -365,6 +418,8 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
     };
     let limits = limits_let(&func, stack);
     let limits_ident = limits_ident();
+    let concurrency = concurrency_let(&func, stack);
+    let concurrency_ident = Ident::new("__flux_concurrency", Span::mixed_site());
     let OptionsTokens {
         let_exempt,
         value: options,
@@ -374,7 +429,7 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
     // its path to its closing parenthesis): "`X` is not `IntoResponse`" points there.
     let http = private(krate, ret_span);
     let call = quote_spanned! {ret_span=>
-        #http::http(#scope, #limits_ident, #key_ident, #options, #body).await
+        #http::http(#scope, #limits_ident, #concurrency_ident, #key_ident, #options, #body).await
     };
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
@@ -389,6 +444,7 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
         #vis #sig {
             #(#inner)*
             #limits
+            #concurrency
             #bounds
             #let_exempt
             let #key_ident = #key;
@@ -652,7 +708,7 @@ mod tests {
             ),
         ];
         for (args, item) in cases {
-            let idents = idents(rate_limit(args, item));
+            let idents = idents(expand(Kind::RateLimit, args, item));
             let text = idents.join(" ");
             assert!(!idents.iter().any(|i| i == "compile_error"), "{text}");
             assert!(!idents.iter().any(|i| i == "flux"), "{text}");
@@ -664,7 +720,8 @@ mod tests {
 
     #[test]
     fn flux_is_the_default_crate() {
-        let idents = idents(rate_limit(
+        let idents = idents(expand(
+            Kind::RateLimit,
             quote!(rate = "1/s"),
             quote!(
                 async fn handler() {}

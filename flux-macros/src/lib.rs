@@ -1,4 +1,4 @@
-//! The `#[rate_limit]` attribute of [Flux](https://docs.rs/flux-ratelimit). Use it through
+//! The `#[rate_limit]` and `#[concurrency_limit]` attributes of [Flux](https://docs.rs/flux-ratelimit). Use it through
 //! the runtime crate (`flux-ratelimit`, imported as `flux`): `flux::rate_limit`, where the
 //! runtime provides everything the expansion refers to.
 //!
@@ -177,5 +177,59 @@ mod valid;
 /// expansion emits then starts from there.
 #[proc_macro_attribute]
 pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
-    expand::rate_limit(args.into(), item.into()).into()
+    expand::expand(attr::Kind::RateLimit, args.into(), item.into()).into()
+}
+
+/// Limits an axum handler to at most `max` requests in flight per client, across every
+/// instance that shares the Redis (or per process on the in-memory backend).
+///
+/// ```
+/// use flux::{concurrency_limit, rate_limit};
+///
+/// /// At most 2 exports running per client address; a third gets `429` with `Retry-After: 1`.
+/// #[concurrency_limit(max = 2, key = "ip")]
+/// async fn export() -> &'static str {
+///     "done"
+/// }
+///
+/// /// Both: 10 a minute per API key, and at most 3 running at once per API key.
+/// #[rate_limit(rate = "10/min", key = "header:x-api-key")]
+/// #[concurrency_limit(max = 3, lease = "10s")]
+/// async fn report() -> &'static str {
+///     "report"
+/// }
+/// # fn main() {}
+/// ```
+///
+/// A request takes a slot before the body runs and releases it when the response has been
+/// produced, or when the handler panics, or when the client disconnects and the request's
+/// future is dropped (the slot is a guard, `flux::Slot`, released on drop). Over the limit
+/// the body does not run and the answer is `429 Too Many Requests` with `Retry-After: 1`
+/// and a body saying it is a concurrency limit.
+///
+/// # Options
+///
+/// | option | value | default |
+/// |---|---|---|
+/// | `max` | integer: requests in flight at most, per client (at least 1) | required |
+/// | `lease` | string: how long a crashed instance's slots stay taken, `"300ms"` to `"1day"`; live holders renew it every third of it | `"30s"` |
+/// | `key` | as `#[rate_limit]`: `"ip"`, `"global"`, `"header:NAME"`, or a Rust expression | `"ip"` |
+/// | `name` | string: the slot set's name; handlers with equal names share slots | `module_path!()::fn_name` |
+/// | `on_error` | `"open"` (admit without a slot), `"closed"` (503) or `"local"` (slots of this process) when Redis is unavailable | the limiter's policy |
+/// | `mode` | `"shadow"` (take a slot when one is free, never deny) or `"enforce"` | the limiter's |
+/// | `exempt` | a `bool` expression over the fn's arguments: `true` skips every limit | never |
+/// | `crate` | the path of the runtime crate, as `#[rate_limit]`'s | `"::flux"` |
+///
+/// # Stacked with `#[rate_limit]`
+///
+/// With `#[rate_limit]` attributes on the same fn, whichever comes first collects the others
+/// into one expansion: the rate limits are checked first (one atomic check), then the slot
+/// is taken. A request refused by the concurrency limit has been charged by the rate limits;
+/// one refused by a rate limit never takes a slot. `key`, `on_error`, `mode`, `exempt` and
+/// `crate` are shared by the whole stack: set them on the first attribute. One
+/// `#[concurrency_limit]` per fn; `deny = "error"` (plain fns) does not combine with it:
+/// plain code holds a slot with `flux::Flux::acquire`.
+#[proc_macro_attribute]
+pub fn concurrency_limit(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::expand(attr::Kind::ConcurrencyLimit, args.into(), item.into()).into()
 }

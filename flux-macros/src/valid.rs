@@ -8,7 +8,7 @@ use flux_core::{LimitError, Rate, check_limit};
 use proc_macro2::Span;
 use quote::ToTokens;
 
-use crate::attr::{Args, Deny, KeySpec, Mode, Policy, Slot};
+use crate::attr::{Args, Deny, KeySpec, Kind, Mode, Policy, Slot};
 use crate::diag::Errors;
 
 /// One limit, validated: what `Limit::__from_macro` receives.
@@ -23,9 +23,21 @@ pub(crate) struct LimitSpec {
     pub(crate) span: Span,
 }
 
-/// A whole stack of `#[rate_limit]` attributes on one fn, validated: one check.
+/// A concurrency limit, validated: what `ConcurrencyLimit::__from_macro` receives.
+pub(crate) struct ConcurrencySpec {
+    /// The explicit `name`, if any.
+    pub(crate) name: Option<String>,
+    pub(crate) max: u32,
+    pub(crate) lease_ms: u64,
+    /// The `max` literal, where the generated limit is spanned.
+    pub(crate) span: Span,
+}
+
+/// A whole stack of `#[rate_limit]` (and at most one `#[concurrency_limit]`) attributes on
+/// one fn, validated: one check.
 pub(crate) struct Stack {
     pub(crate) limits: Vec<LimitSpec>,
+    pub(crate) concurrency: Option<ConcurrencySpec>,
     pub(crate) key: Option<(Span, KeySpec)>,
     pub(crate) on_error: Option<Policy>,
     pub(crate) mode: Option<Mode>,
@@ -92,6 +104,34 @@ fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec>
     })
 }
 
+/// Checks one `#[concurrency_limit]`'s numbers with the runtime's rule
+/// ([`check_concurrency`](flux_core::check_concurrency)), reported at `max`.
+fn concurrency(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<ConcurrencySpec> {
+    let Some((span, max)) = args.max else {
+        if !args.may_lack("max") {
+            errors.push_at(
+                attr_span,
+                "missing `max`: add the most requests in flight per client, such as `max = 10`",
+            );
+        }
+        return None;
+    };
+    let lease_ms = args
+        .lease
+        .map_or(flux_core::DEFAULT_LEASE.as_millis() as u64, |(_, l)| l);
+    let lease = std::time::Duration::from_millis(lease_ms);
+    if let Err(error) = flux_core::check_concurrency(max, lease) {
+        errors.push_at(span, error);
+        return None;
+    }
+    Some(ConcurrencySpec {
+        name: args.name.as_ref().map(|(_, n)| n.clone()),
+        max,
+        lease_ms,
+        span,
+    })
+}
+
 /// Validates a stack of attributes: `first` is the outermost, the one being expanded, and
 /// `rest` the others, in order; each comes with the span where a missing `rate` is reported.
 ///
@@ -100,8 +140,20 @@ fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec>
 /// a later one may repeat the same value (copy-pasted attributes compile) but not change it.
 pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Errors) -> Stack {
     let mut limits = Vec::new();
+    let mut slots: Option<ConcurrencySpec> = None;
     let mut names: Vec<&(Span, String)> = Vec::new();
     for (attr_span, args) in std::iter::once(first).chain(rest) {
+        if args.kind == Kind::ConcurrencyLimit {
+            if slots.is_some() {
+                errors.push_at(
+                    *attr_span,
+                    "one #[concurrency_limit] per fn: a request takes one slot",
+                );
+            } else {
+                slots = concurrency(args, *attr_span, errors);
+            }
+            continue;
+        }
         if let Some(spec) = limit(args, *attr_span, errors) {
             limits.push(spec);
         }
@@ -119,28 +171,39 @@ pub(crate) fn stack(first: &(Span, Args), rest: &[(Span, Args)], errors: &mut Er
         }
     }
     let first = &first.1;
+    let attrs = if std::iter::once(first)
+        .chain(rest.iter().map(|(_, a)| a))
+        .any(|a| a.kind == Kind::ConcurrencyLimit)
+    {
+        "#[rate_limit] and #[concurrency_limit]"
+    } else {
+        "#[rate_limit]"
+    };
     for (_, args) in rest {
-        shared(&first.key, &args.key, "key", same_key, errors);
-        shared(
-            &first.on_error,
-            &args.on_error,
-            "on_error",
-            PartialEq::eq,
-            errors,
-        );
-        shared(&first.mode, &args.mode, "mode", PartialEq::eq, errors);
-        shared(&first.exempt, &args.exempt, "exempt", same_tokens, errors);
-        shared(&first.deny, &args.deny, "deny", PartialEq::eq, errors);
-        shared(&first.krate, &args.krate, "crate", same_tokens, errors);
+        let mut shared = Shared { attrs, errors };
+        shared.check(&first.key, &args.key, "key", same_key);
+        shared.check(&first.on_error, &args.on_error, "on_error", PartialEq::eq);
+        shared.check(&first.mode, &args.mode, "mode", PartialEq::eq);
+        shared.check(&first.exempt, &args.exempt, "exempt", same_tokens);
+        shared.check(&first.deny, &args.deny, "deny", PartialEq::eq);
+        shared.check(&first.krate, &args.krate, "crate", same_tokens);
     }
 
     let deny = first.deny.as_ref().map_or(Deny::Response, |(_, d)| *d);
     let deny_span = first.deny.as_ref().map(|(s, _)| *s);
     if deny == Deny::Error {
         deny_error_key(&first.key, deny_span, errors);
+        if let Some(slots) = &slots {
+            errors.push_at(
+                slots.span,
+                "#[concurrency_limit] limits axum handlers: a plain async fn holds a slot \
+                 with `flux::Flux::acquire`, whose guard releases it when dropped",
+            );
+        }
     }
     Stack {
         limits,
+        concurrency: slots,
         key: first.key.clone(),
         on_error: first.on_error.map(|(_, p)| p),
         mode: first.mode.map(|(_, m)| m),
@@ -185,12 +248,33 @@ fn deny_error_key(key: &Slot<KeySpec>, deny_span: Option<Span>, errors: &mut Err
     }
 }
 
+/// The check of the options a stack shares, naming the stack's attributes (`attrs`).
+struct Shared<'a> {
+    attrs: &'a str,
+    errors: &'a mut Errors,
+}
+
+impl Shared<'_> {
+    /// A later attribute's `option` must be absent or equal to the first attribute's.
+    fn check<T>(
+        &mut self,
+        first: &Slot<T>,
+        later: &Slot<T>,
+        option: &str,
+        same: impl Fn(&T, &T) -> bool,
+    ) {
+        let Shared { attrs, errors } = self;
+        shared(first, later, option, same, attrs, errors);
+    }
+}
+
 /// A later attribute's `option` must be absent or equal to the first attribute's.
 fn shared<T>(
     first: &Slot<T>,
     later: &Slot<T>,
     option: &str,
     same: impl Fn(&T, &T) -> bool,
+    attrs: &str,
     errors: &mut Errors,
 ) {
     match (first, later) {
@@ -198,7 +282,7 @@ fn shared<T>(
         (None, Some((span, _))) => errors.push_at(
             *span,
             format!(
-                "`{option}` applies to all stacked #[rate_limit] attributes of this fn (one check): \
+                "`{option}` applies to all stacked {attrs} attributes of this fn (one check): \
                  set it on the first one"
             ),
         ),
@@ -207,7 +291,7 @@ fn shared<T>(
                 errors.push_at(
                     *span,
                     format!(
-                        "stacked #[rate_limit] attributes share one `{option}` (one check): \
+                        "stacked {attrs} attributes share one `{option}` (one check): \
                          this differs from the first attribute's; drop it here or make it equal"
                     ),
                 );
@@ -227,7 +311,7 @@ mod tests {
         let mut errors = Errors::default();
         let mut parsed: Vec<(Span, Args)> = attrs
             .into_iter()
-            .map(|t| (Span::call_site(), parse(t, &mut errors)))
+            .map(|t| (Span::call_site(), parse(Kind::RateLimit, t, &mut errors)))
             .collect();
         let first = parsed.remove(0);
         let stack = stack(&first, &parsed, &mut errors);

@@ -1,4 +1,4 @@
-//! Not public API: what `#[rate_limit]` expands to. Names here may change in any release.
+//! Not public API: what `#[rate_limit]` and `#[concurrency_limit]` expand to. Names here may change in any release.
 #![allow(clippy::result_large_err)] // rejections are responses, built once per request
 
 use std::future::Future;
@@ -6,7 +6,7 @@ use std::future::Future;
 use axum::response::IntoResponse;
 
 pub use crate::http::{HeaderKey, RequestHeaders, Scope};
-pub use crate::{FailurePolicy, Key, Limit};
+pub use crate::{ConcurrencyLimit, FailurePolicy, Key, Limit};
 pub use axum::response::Response;
 
 use crate::{RateLimited, ToKey};
@@ -53,13 +53,16 @@ pub fn typed<R, F: Future<Output = R>>(body: F) -> F {
     body
 }
 
-/// The body of a rate-limited axum handler, on the limiter that serves the request: an
-/// exempt request runs the body unchecked; otherwise check, then run the body and add the
-/// RateLimit header fields to its response (not in shadow mode), or answer 429/503 without
-/// running it.
+/// The body of a limited axum handler, on the limiter that serves the request: an exempt
+/// request runs the body unchecked; otherwise check the rate limits, then take a slot of
+/// the concurrency limit (if any), then run the body and add the RateLimit header fields to
+/// its response (not in shadow mode), or answer 429/503 without running it. The slot is
+/// released when the response has been produced, or when this future is dropped or the body
+/// panics (the guard's drop).
 pub async fn http<R, F, const IP: bool>(
     scope: Scope<IP>,
     limits: &'static [Limit],
+    concurrency: Option<&'static ConcurrencyLimit>,
     key: Result<Key, Response>,
     options: Options,
     body: F,
@@ -84,7 +87,20 @@ where
     if !decision.allowed {
         return crate::http::denied(flux, &decision, limits);
     }
+    let slot = match concurrency {
+        Some(limit) => {
+            match flux
+                .acquire_with(&key, limit, options.on_error, Some(shadow))
+                .await
+            {
+                Ok(slot) => Some(slot),
+                Err(denied) => return denied.into_response(),
+            }
+        }
+        None => None,
+    };
     let mut response = body.await.into_response();
+    drop(slot);
     if !shadow {
         decision.write_headers(limits, response.headers_mut());
     }

@@ -287,6 +287,7 @@ impl Builder {
         Ok(Flux::new(Inner {
             backend,
             memory,
+            slots: crate::slots::SlotTable::new(),
             prefix: self.prefix,
             deadline: self.deadline,
             policy: self.policy,

@@ -101,11 +101,7 @@ impl Decision {
     /// policy refused it.
     pub fn deny_response(&self, limits: &[Limit]) -> Response {
         if self.source == Source::FailClosed {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Service Unavailable: the rate limiter cannot reach its store\n",
-            )
-                .into_response();
+            return unavailable();
         }
         let secs = ceil_secs(self.retry_after);
         let mut response = (
@@ -116,6 +112,15 @@ impl Decision {
         self.write_headers(limits, response.headers_mut());
         response
     }
+}
+
+/// The answer of the `Closed` failure policy: `503 Service Unavailable`.
+pub(crate) fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Service Unavailable: the rate limiter cannot reach its store\n",
+    )
+        .into_response()
 }
 
 /// The response for a denied request, through the limiter's `deny_response` override if

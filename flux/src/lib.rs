@@ -66,12 +66,26 @@
 //! ## Configuration
 //!
 //! [`Flux::builder`] configures a limiter and [`Builder::install`] makes it the process-wide
-//! one used by `#[rate_limit]`. Without `install`, the first check builds one from the
-//! environment ([`Builder::from_env`]): `FLUX_REDIS_URL` set means Redis; unset means the
-//! in-memory backend, announced by one WARN log, so examples run with no Redis at all.
+//! one. Without `install`, the first check builds one from the environment
+//! ([`Builder::from_env`]): `FLUX_REDIS_URL` set means Redis; unset means the in-memory
+//! backend, announced by one WARN log, so examples run with no Redis at all.
+//!
+//! A `#[rate_limit]` handler uses the [`Flux`] its request carries (put there by
+//! [`FluxLayer::flux`] or `axum::Extension(flux)`) and the process-wide one only when it
+//! carries none, so several limiters (tenants, tests) live in one process.
+//!
+//! ## Router-wide limits, operations, tests
+//!
+//! - [`FluxLayer`]: the same limits over a whole router or any `http` service.
+//! - Metrics through the `metrics` facade (`flux_decisions_total`, ...), shadow mode
+//!   ([`Builder::shadow`], `mode = "shadow"`), exemptions ([`Builder::exempt_ips`],
+//!   `exempt = EXPR`), [`Flux::health`] for readiness probes, one DEBUG event per denial.
+//! - The `testing` feature: `flux::testing::memory()`, an in-memory limiter on tokio's clock,
+//!   to prove a handler's limit in a unit test with `tokio::time::advance`.
 
 mod breaker;
 mod builder;
+mod concurrency;
 mod decision;
 mod deny_cache;
 mod error;
@@ -86,13 +100,14 @@ mod memory;
 mod policy;
 mod proxy;
 mod redis_store;
+mod slots;
 mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use crate::breaker::BreakerConfig;
-// Not public API: switches pipelined batches to one script call, for side-by-side benchmarks.
 pub use crate::builder::{Builder, DEFAULT_DEADLINE, DenyResponse};
+pub use crate::concurrency::{CONCURRENCY_RETRY_AFTER, ConcurrencyLimit, ConcurrencyLimited, Slot};
 pub use crate::decision::{Decision, RateLimited, Source};
 pub use crate::error::Error;
 pub use crate::health::{Health, LastError, OpenCircuit};
@@ -103,11 +118,15 @@ pub use crate::limit::Limit;
 pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
 pub use crate::policy::FailurePolicy;
+// Not public API: switches batches between one script call and a pipeline, for side-by-side
+// benchmarks.
 #[doc(hidden)]
 pub use crate::redis_store::set_one_call_batches;
-pub use flux_core::{LimitError, Rate, RateError};
+pub use flux_core::{
+    ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,
+};
 
-pub use flux_macros::rate_limit;
+pub use flux_macros::{concurrency_limit, rate_limit};
 
 // Not public API: the support code of `#[rate_limit]`'s expansion.
 #[doc(hidden)]

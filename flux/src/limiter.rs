@@ -12,6 +12,7 @@ use crate::memory::MemoryStore;
 use crate::proxy::IpSet;
 use crate::proxy::TrustedProxies;
 use crate::redis_store::RedisStore;
+use crate::slots::SlotTable;
 use crate::telemetry::{self, Outcome};
 use crate::{Builder, Decision, Error, FailurePolicy, Key, Limit, Source, ToKey};
 
@@ -26,6 +27,8 @@ pub(crate) struct Inner {
     pub(crate) backend: Backend,
     /// The in-memory backend's buckets, or the `Local` policy's fallback buckets.
     pub(crate) memory: MemoryStore,
+    /// The in-memory backend's concurrency slots, or the `Local` policy's fallback slots.
+    pub(crate) slots: SlotTable,
     pub(crate) prefix: String,
     pub(crate) deadline: Duration,
     pub(crate) policy: FailurePolicy,
@@ -176,6 +179,21 @@ impl Flux {
 
     pub(crate) fn backend(&self) -> &Backend {
         &self.inner.backend
+    }
+
+    /// The prefix of every storage key.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// Now, on the in-memory backend's clock (µs).
+    pub(crate) fn memory_now(&self) -> u64 {
+        self.inner.memory.now_micros()
+    }
+
+    /// This process' concurrency slots.
+    pub(crate) fn slot_table(&self) -> &SlotTable {
+        &self.inner.slots
     }
 
     /// Whether every limit runs in shadow mode ([`Builder::shadow`]).

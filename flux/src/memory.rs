@@ -165,6 +165,11 @@ impl MemoryStore {
         allowed
     }
 
+    /// Now, on this backend's clock (µs).
+    pub(crate) fn now_micros(&self) -> u64 {
+        self.inner.clock.now_micros()
+    }
+
     /// Entries held (for memory accounting in tests and benchmarks).
     pub(crate) fn len(&self) -> usize {
         self.inner

@@ -10,16 +10,17 @@
 //! | `flux_backend_errors_total` | counter | `kind` |
 //! | `flux_breaker_open` | gauge | `circuit` |
 //! | `flux_deny_cache_entries` | gauge | none |
+//! | `flux_concurrency_in_flight` | gauge | `limit` |
 //!
 //! No label takes a client key: the cardinality is bounded by the number of limits.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use std::sync::OnceLock;
+use metrics::{Counter, Gauge, Histogram, SharedString, counter, gauge, histogram};
 
-use metrics::{Counter, Histogram, SharedString, counter, gauge, histogram};
-
-use crate::{Decision, Error, Key, Limit, Source};
+use crate::{ConcurrencyLimit, Decision, Error, Key, Limit, Source};
 
 /// `flux_decisions_total`: decisions, per limit.
 pub(crate) const DECISIONS: &str = "flux_decisions_total";
@@ -31,6 +32,8 @@ pub(crate) const BACKEND_ERRORS: &str = "flux_backend_errors_total";
 pub(crate) const BREAKER_OPEN: &str = "flux_breaker_open";
 /// `flux_deny_cache_entries`: denials the deny cache holds.
 pub(crate) const DENY_CACHE_ENTRIES: &str = "flux_deny_cache_entries";
+/// `flux_concurrency_in_flight`: concurrency slots this instance holds, per limit.
+pub(crate) const CONCURRENCY_IN_FLIGHT: &str = "flux_concurrency_in_flight";
 
 /// What happened to a request, as the `outcome` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +86,7 @@ fn source_index(source: Source, redis: bool) -> usize {
 /// How many outcomes there are (the variants of [`Outcome`]).
 const OUTCOMES: usize = 4;
 
-/// One limit's `flux_decisions_total` series, one per (outcome, source), each registered
+/// One limit's (rate or concurrency) `flux_decisions_total` series, one per (outcome, source), each registered
 /// with the recorder on its first increment: a check then costs an index and an atomic add,
 /// not a label lookup. The handles go to the recorder installed when they are registered,
 /// so install the exporter before the first check.
@@ -93,15 +96,12 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    fn get(&self, limit: &Limit, outcome: Outcome, source: usize) -> &Counter {
+    #[allow(clippy::ptr_arg)] // the Cow tells a borrowed name (no copy) from an owned one
+    fn get(&self, limit: &Cow<'static, str>, outcome: Outcome, source: usize) -> &Counter {
         self.series[outcome as usize][source].get_or_init(|| {
-            let name: SharedString = match limit.name_cow() {
-                std::borrow::Cow::Borrowed(name) => SharedString::const_str(name),
-                std::borrow::Cow::Owned(name) => SharedString::from_owned(name.clone()),
-            };
             counter!(
                 DECISIONS,
-                "limit" => name,
+                "limit" => label(limit),
                 "outcome" => outcome.label(),
                 "source" => SOURCES[source]
             )
@@ -115,7 +115,47 @@ impl Counters {
 pub(crate) fn count(limits: &[Limit], outcome: Outcome, source: Source, redis: bool) {
     let source = source_index(source, redis);
     for limit in limits {
-        limit.counters().get(limit, outcome, source).increment(1);
+        limit
+            .counters()
+            .get(limit.name_cow(), outcome, source)
+            .increment(1);
+    }
+}
+
+/// Counts one decision of a concurrency limit, as `flux_decisions_total` with the limit's
+/// name.
+pub(crate) fn count_slots(limit: &ConcurrencyLimit, outcome: Outcome, source: Source, redis: bool) {
+    let source = source_index(source, redis);
+    limit
+        .metrics()
+        .counters
+        .get(limit.name_cow(), outcome, source)
+        .increment(1);
+}
+
+/// A concurrency limit's handles: its `flux_decisions_total` series and its
+/// `flux_concurrency_in_flight` gauge.
+#[derive(Default)]
+pub(crate) struct SlotMetrics {
+    counters: Counters,
+    in_flight: OnceLock<Gauge>,
+}
+
+impl SlotMetrics {
+    /// The `flux_concurrency_in_flight` gauge of `limit` (registered on first use).
+    #[allow(clippy::ptr_arg)] // as `label`
+    pub(crate) fn in_flight(&self, limit: &Cow<'static, str>) -> &Gauge {
+        self.in_flight
+            .get_or_init(|| gauge!(CONCURRENCY_IN_FLIGHT, "limit" => label(limit)))
+    }
+}
+
+/// A limit's name as a label value, without a copy for names built in `const` context.
+#[allow(clippy::ptr_arg)] // the Cow tells a borrowed name (no copy) from an owned one
+fn label(name: &Cow<'static, str>) -> SharedString {
+    match name {
+        Cow::Borrowed(name) => SharedString::const_str(name),
+        Cow::Owned(name) => SharedString::from_owned(name.clone()),
     }
 }
 

@@ -186,3 +186,38 @@ pub(crate) async fn wait_healthy(instances: &[Instance]) {
         }
     }
 }
+
+/// Starts `n` instances on the Redis at `url` and waits until they answer. A generous
+/// deadline and the `closed` policy: a request is admitted only when Redis said so, so
+/// what the instances admit measures the algorithm, never a fail-open on a loaded machine.
+pub(crate) async fn fleet(url: &str, n: usize) -> Vec<Instance> {
+    let list: Vec<Instance> = (0..n)
+        .map(|_| {
+            Instance::start(&[
+                ("FLUX_REDIS_URL", url),
+                ("FLUX_DEADLINE_MS", "2000"),
+                ("FLUX_FAILURE_POLICY", "closed"),
+            ])
+        })
+        .collect();
+    wait_healthy(&list).await;
+    list
+}
+
+/// Serves `app` in this process on a free loopback port, with the peer address
+/// (`ConnectInfo`) that `key = "ip"` needs.
+pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("serve");
+    });
+    addr
+}

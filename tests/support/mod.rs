@@ -44,7 +44,7 @@ pub(crate) use cluster::RedisCluster;
 #[allow(unused_imports)]
 pub(crate) use flood::{Flood, assert_cache_effect, flood, flood_limit};
 #[allow(unused_imports)]
-pub(crate) use instance::{Conn, Instance, Reply, wait_healthy};
+pub(crate) use instance::{Conn, Instance, Reply, fleet, serve, wait_healthy};
 #[allow(unused_imports)]
 pub(crate) use server::{RedisServer, RedisServerBuilder};
 

@@ -53,6 +53,7 @@ impl Batcher {
     /// batch task.
     pub(super) async fn run(
         &self,
+        script: &'static redis::Script,
         cmd: redis::Cmd,
         conn: ConnectionManager,
         loader: &Arc<Loader>,
@@ -61,7 +62,7 @@ impl Batcher {
         if flight.alone {
             direct(&cmd, conn, loader).await
         } else {
-            batched(cmd, conn, loader, &self.queue).await
+            batched(script, cmd, conn, loader, &self.queue).await
         }
     }
 }
@@ -70,13 +71,14 @@ impl Batcher {
 /// limiter; if that runtime is gone (tests, or an application that restarts its runtime),
 /// another starts on the current one.
 async fn batched(
+    script: &'static redis::Script,
     cmd: redis::Cmd,
     conn: ConnectionManager,
     loader: &Arc<Loader>,
     batcher: &Mutex<Option<mpsc::UnboundedSender<Job>>>,
 ) -> Result<Vec<i64>, Error> {
     let (reply, answer) = oneshot::channel();
-    let mut job = Job { cmd, reply };
+    let mut job = Job { script, cmd, reply };
     for _ in 0..2 {
         let sender = {
             let mut slot = batcher.lock().unwrap_or_else(PoisonError::into_inner);
@@ -120,8 +122,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// One check waiting for the batch task: its `EVALSHA` and where to send Redis' answer.
+/// One call waiting for the batch task: its `EVALSHA`, the script it runs (only rate-limit
+/// checks are merged into one call of [`GCRA_BATCH`]) and where to send Redis' answer.
 struct Job {
+    script: &'static redis::Script,
     cmd: redis::Cmd,
     reply: oneshot::Sender<Result<Vec<i64>, Error>>,
 }
@@ -164,7 +168,7 @@ async fn send_batch(batch: Vec<Job>, mut conn: ConnectionManager, loader: Arc<Lo
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut replies = Vec::with_capacity(batch.len());
-    for Job { cmd, reply } in batch {
+    for Job { cmd, reply, .. } in batch {
         pipe.add_command(cmd);
         replies.push(reply);
     }
@@ -248,13 +252,17 @@ async fn send_one_call(batch: Vec<Job>, mut conn: ConnectionManager, loader: Arc
 }
 
 /// The `EVALSHA` of [`GCRA_BATCH`] deciding every check of `batch`, and each check's number
-/// of keys; `None` if the checks do not share one `now` argument.
+/// of keys; `None` if the checks do not share one `now` argument or a call of `batch` is not
+/// a rate-limit check.
 fn one_call(batch: &[Job]) -> Option<(redis::Cmd, Vec<usize>)> {
     let mut keys: Vec<&[u8]> = Vec::new();
     let mut argv: Vec<&[u8]> = Vec::new();
     let mut counts = Vec::with_capacity(batch.len());
     let mut now: Option<&[u8]> = None;
     for job in batch {
+        if !std::ptr::eq(job.script, &*super::GCRA_SCRIPT) {
+            return None; // a concurrency-slot call: pipelined as it is
+        }
         // EVALSHA <sha> <n> KEYS... now (interval tolerance increment)...
         let args: Vec<&[u8]> = job
             .cmd
@@ -313,6 +321,7 @@ mod tests {
             cmd.arg(*p);
         }
         Job {
+            script: &super::super::GCRA_SCRIPT,
             cmd,
             reply: oneshot::channel().0,
         }

@@ -40,6 +40,24 @@ use metrics::SharedString;
 static GCRA_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));
 
+/// The concurrency-slot script, `lua/concurrency.lua` (a link here, as `gcra.lua`), sent and
+/// reloaded the same way.
+///
+/// KEYS: the slot set of one (limit, client). ARGV: operation (`acquire`, `renew` or
+/// `release`), slot id, max, lease in ms. Returns `[ok, in_flight]`: acquire adds the slot
+/// if fewer than max unexpired slots are held; renew moves a held slot's expiry to now +
+/// lease; release removes it.
+static SLOTS_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("concurrency.lua")));
+
+/// An operation on a slot set (see `SLOTS_SCRIPT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotOp {
+    Acquire { max: u32 },
+    Renew,
+    Release,
+}
+
 pub(crate) struct RedisStore {
     conn: Conn,
     /// Keeps [`GCRA_SCRIPT`] (and on a single Redis the batch script) in the script cache.
@@ -89,7 +107,11 @@ impl RedisStore {
                 manager: OnceLock::new(),
                 batcher: Batcher::new(),
             },
-            loader: Arc::new(Loader::new(vec![&GCRA_SCRIPT, &batch::GCRA_BATCH])),
+            loader: Arc::new(Loader::new(vec![
+                &GCRA_SCRIPT,
+                &batch::GCRA_BATCH,
+                &SLOTS_SCRIPT,
+            ])),
             breaker: Arc::new(Breaker::new(breaker, deadline, 1)),
             deadline,
             metrics: telemetry::BackendMetrics::default(),
@@ -151,7 +173,7 @@ impl RedisStore {
                 conn: OnceCell::new(),
                 nodes: Arc::new(NodeMap::new()),
             },
-            loader: Arc::new(Loader::new(vec![&GCRA_SCRIPT])),
+            loader: Arc::new(Loader::new(vec![&GCRA_SCRIPT, &SLOTS_SCRIPT])),
             breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
             deadline,
             metrics: telemetry::BackendMetrics::default(),
@@ -162,32 +184,6 @@ impl RedisStore {
     /// Runs the script within the deadline: `Ok(allowed)` with the buckets in `out`, or the
     /// error (a missed deadline is [`Error::Timeout`]). Records the call's time and errors.
     pub(crate) async fn check(
-        &self,
-        keys: &[String],
-        params: &[Params],
-        at: Option<u64>,
-        out: &mut Vec<Bucket>,
-    ) -> Result<bool, Error> {
-        let started = std::time::Instant::now();
-        let result =
-            match tokio::time::timeout(self.deadline, self.run(keys, params, at, out)).await {
-                Ok(result) => result,
-                Err(_) => Err(Error::Timeout(self.deadline)),
-            };
-        telemetry::backend_call(&self.metrics, started.elapsed());
-        if let Err(e) = &result {
-            telemetry::backend_error(e);
-            // A single Redis may be another process by the next call. (A cluster's `SCRIPT
-            // LOAD` goes to every master, so it would fail while one is down: there a node
-            // that lost the script answers `NOSCRIPT`, and one reload follows.)
-            if !self.is_cluster() && loader::puts_script_in_doubt(e) {
-                self.loader.forget();
-            }
-        }
-        result
-    }
-
-    async fn run(
         &self,
         keys: &[String],
         params: &[Params],
@@ -207,15 +203,79 @@ impl RedisStore {
         for p in params {
             cmd.arg(p.interval).arg(p.tolerance).arg(p.increment);
         }
-        let reply: Vec<i64> = match &self.conn {
+        let reply = self.call(&GCRA_SCRIPT, cmd).await?;
+        parse_reply(&reply, keys.len(), out)
+    }
+
+    /// Runs `op` on the slot set `key` for slot `id` within the deadline: `Ok((ok,
+    /// in_flight))` (see `SLOTS_SCRIPT`) or the error. Records the call as `check` does.
+    pub(crate) async fn slots(
+        &self,
+        key: &str,
+        id: &str,
+        op: SlotOp,
+        lease: Duration,
+    ) -> Result<(bool, u32), Error> {
+        let (name, max) = match op {
+            SlotOp::Acquire { max } => ("acquire", max),
+            SlotOp::Renew => ("renew", 0),
+            SlotOp::Release => ("release", 0),
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(SLOTS_SCRIPT.get_hash())
+            .arg(1)
+            .arg(key)
+            .arg(name)
+            .arg(id)
+            .arg(max)
+            .arg(lease.as_millis() as u64);
+        match self.call(&SLOTS_SCRIPT, cmd).await?[..] {
+            [ok, held] => Ok((ok == 1, u32::try_from(held).unwrap_or(0))),
+            ref other => Err(Error::Protocol(format!(
+                "the concurrency script returned {} values, not 2",
+                other.len()
+            ))),
+        }
+    }
+
+    /// Sends one `EVALSHA` of `script` within the deadline, recording its time and errors.
+    async fn call(
+        &self,
+        script: &'static redis::Script,
+        cmd: redis::Cmd,
+    ) -> Result<Vec<i64>, Error> {
+        let started = std::time::Instant::now();
+        let result = match tokio::time::timeout(self.deadline, self.run(script, cmd)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Timeout(self.deadline)),
+        };
+        telemetry::backend_call(&self.metrics, started.elapsed());
+        if let Err(e) = &result {
+            telemetry::backend_error(e);
+            // A single Redis may be another process by the next call. (A cluster's `SCRIPT
+            // LOAD` goes to every master, so it would fail while one is down: there a node
+            // that lost the script answers `NOSCRIPT`, and one reload follows.)
+            if !self.is_cluster() && loader::puts_script_in_doubt(e) {
+                self.loader.forget();
+            }
+        }
+        result
+    }
+
+    async fn run(
+        &self,
+        script: &'static redis::Script,
+        cmd: redis::Cmd,
+    ) -> Result<Vec<i64>, Error> {
+        match &self.conn {
             Conn::Single {
                 client,
                 manager,
                 batcher,
             } => {
                 batcher
-                    .run(cmd, self.manager(client, manager)?, &self.loader)
-                    .await?
+                    .run(script, cmd, self.manager(client, manager)?, &self.loader)
+                    .await
             }
             Conn::Cluster {
                 client,
@@ -231,10 +291,9 @@ impl RedisStore {
                 }
                 // The cluster client routes by the first key; `SCRIPT LOAD` goes to every
                 // master, so a node that never saw the script recovers too.
-                direct(&cmd, conn.clone(), &self.loader).await?
+                direct(&cmd, conn.clone(), &self.loader).await
             }
-        };
-        parse_reply(&reply, keys.len(), out)
+        }
     }
 
     /// What the breaker says about a check of a client key in hash slot `slot` (on a
@@ -367,8 +426,8 @@ fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// One check on the connection itself: the script loaded first if it is not known to be,
-/// reloaded (once for all concurrent callers) after `NOSCRIPT`.
+/// One `EVALSHA` on the connection itself: the scripts loaded first if they are not known to
+/// be, reloaded (once for all concurrent callers) after `NOSCRIPT`.
 async fn direct<C: redis::aio::ConnectionLike>(
     cmd: &redis::Cmd,
     mut conn: C,
@@ -429,6 +488,8 @@ mod tests {
         let script = include_str!("gcra.lua");
         assert!(script.starts_with("-- Flux: token bucket"), "{script}");
         assert!(script.contains("redis.call('TIME')"));
+        let slots = include_str!("concurrency.lua");
+        assert!(slots.starts_with("-- Flux: concurrency slots"), "{slots}");
     }
 
     #[test]

@@ -4,16 +4,22 @@
 //!
 //! It listens on `FLUX_ADDR` (default `127.0.0.1:0`) and prints `listening on ADDR` once ready.
 //!
+//! `/slow` is concurrency-limited (2 in flight per `x-client`, lease 2 s) and counts the
+//! requests it runs at once; `/peak` reports the most it saw.
+//!
 //! `/naive` is the contrast case, NOT how to limit: a read-then-write token counter
 //! (`GET`, then `DECRBY`), the race the Lua script exists to prevent.
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::State;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use flux::{Flux, rate_limit};
+use flux::{Flux, concurrency_limit, rate_limit};
 use redis::AsyncCommands;
 
 /// One hot key: 100/s, burst 50, per `x-client`.
@@ -43,6 +49,66 @@ async fn steady() -> &'static str {
 #[rate_limit(rate = "1/min", burst = 2, key = "ip", name = "ip")]
 async fn by_ip() -> &'static str {
     "ok"
+}
+
+/// Requests of `/slow` running in this process now, and the most seen at once.
+static RUNNING: AtomicU32 = AtomicU32::new(0);
+static PEAK: AtomicU32 = AtomicU32::new(0);
+
+/// Counts itself in `RUNNING` while alive (also when the handler panics or is dropped).
+struct Running;
+
+impl Running {
+    fn enter() -> (Running, u32) {
+        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        (Running, now)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SlowParams {
+    /// How long the handler runs (default 500).
+    ms: Option<u64>,
+    /// `?panic=1`: the handler panics after sleeping.
+    panic: Option<u8>,
+}
+
+/// At most 2 in flight per `x-client` across the fleet; the lease is short (2 s) so that a
+/// killed instance's slots free quickly. The body reports how many ran in this process
+/// when it started (`running=N`).
+/// With Redis, the handler also counts itself fleet-wide (`INCR`/`DECR` of
+/// `test:slow:running`) and reports what it saw at its start (`fleet=N`).
+#[concurrency_limit(max = 2, key = "header:x-client", lease = "2s", name = "slow")]
+async fn slow(
+    State(redis): State<Option<redis::aio::ConnectionManager>>,
+    Query(params): Query<SlowParams>,
+) -> String {
+    let (_running, now) = Running::enter();
+    let mut redis = redis;
+    let fleet: i64 = match redis.as_mut() {
+        Some(redis) => redis.incr("test:slow:running", 1).await.unwrap_or(-1),
+        None => 0,
+    };
+    tokio::time::sleep(Duration::from_millis(params.ms.unwrap_or(500))).await;
+    if let Some(redis) = redis.as_mut() {
+        let _: Result<i64, _> = redis.decr("test:slow:running", 1).await;
+    }
+    if params.panic == Some(1) {
+        panic!("flux-test-server: /slow asked to panic");
+    }
+    format!("running={now} fleet={fleet}")
+}
+
+/// The most `/slow` requests this process ran at once.
+async fn peak() -> String {
+    PEAK.load(Ordering::SeqCst).to_string()
 }
 
 async fn health() -> &'static str {
@@ -106,6 +172,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/steady", get(steady))
         .route("/ip", get(by_ip))
         .route("/health", get(health))
+        .route("/slow", get(slow))
+        .route("/peak", get(peak))
         .route("/naive", get(naive))
         .with_state(naive_redis);
     let addr = std::env::var("FLUX_ADDR").unwrap_or_else(|_| "127.0.0.1:0".to_owned());
