@@ -2,14 +2,10 @@
 //! store's own circuit breaker.
 //!
 //! `nodes` maps a cluster's hash slots to masters (one breaker circuit each); `batch`
-//! decides concurrent checks on a single connection together; `loader` keeps the scripts
-//! loaded.
+//! pipelines concurrent checks on a single connection.
 
 mod batch;
-mod loader;
 mod nodes;
-
-pub use self::batch::set_one_call_batches;
 
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
@@ -20,7 +16,6 @@ use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
 use self::batch::Batcher;
-use self::loader::Loader;
 use self::nodes::{NODE_CIRCUITS, NodeMap};
 use crate::breaker::{Breaker, BreakerConfig, Ticket};
 use crate::gcra::{Bucket, Params};
@@ -29,10 +24,9 @@ use metrics::SharedString;
 
 /// The token-bucket script, `lua/gcra.lua` (carried in this folder as a link, so that the
 /// published crate holds it), one per process. Checks send `EVALSHA` with its hash
-/// (concurrent ones pipelined together, see `batch`). Each store's [`Loader`] sends
-/// `SCRIPT LOAD` before the first check and again before the first check after a lost
-/// connection or a missed deadline; a `NOSCRIPT` reply (a flushed script cache) loads it once
-/// for all the checks that got one, and runs each check again, inside the same check.
+/// (concurrent ones pipelined together, see `batch`); a `NOSCRIPT` reply (a flushed script
+/// cache, a restarted or failed-over Redis) loads it with `SCRIPT LOAD` and runs the check
+/// again, inside the same check.
 ///
 /// KEYS: the bucket keys of one client (one hash tag). ARGV: `now` in µs or `""` (server
 /// `TIME`), then per key: emission interval, tolerance, increment (µs). Returns
@@ -60,8 +54,6 @@ pub(crate) enum SlotOp {
 
 pub(crate) struct RedisStore {
     conn: Conn,
-    /// Keeps [`GCRA_SCRIPT`] (and on a single Redis the batch script) in the script cache.
-    loader: Arc<Loader>,
     /// One circuit for a single Redis, one per master on a cluster.
     breaker: Arc<Breaker>,
     /// Longest a call may take.
@@ -107,11 +99,6 @@ impl RedisStore {
                 manager: OnceLock::new(),
                 batcher: Batcher::new(),
             },
-            loader: Arc::new(Loader::new(vec![
-                &GCRA_SCRIPT,
-                &batch::GCRA_BATCH,
-                &SLOTS_SCRIPT,
-            ])),
             breaker: Arc::new(Breaker::new(breaker, deadline, 1)),
             deadline,
             metrics: telemetry::BackendMetrics::default(),
@@ -173,7 +160,6 @@ impl RedisStore {
                 conn: OnceCell::new(),
                 nodes: Arc::new(NodeMap::new()),
             },
-            loader: Arc::new(Loader::new(vec![&GCRA_SCRIPT, &SLOTS_SCRIPT])),
             breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
             deadline,
             metrics: telemetry::BackendMetrics::default(),
@@ -252,12 +238,6 @@ impl RedisStore {
         telemetry::backend_call(&self.metrics, started.elapsed());
         if let Err(e) = &result {
             telemetry::backend_error(e);
-            // A single Redis may be another process by the next call. (A cluster's `SCRIPT
-            // LOAD` goes to every master, so it would fail while one is down: there a node
-            // that lost the script answers `NOSCRIPT`, and one reload follows.)
-            if !self.is_cluster() && loader::puts_script_in_doubt(e) {
-                self.loader.forget();
-            }
         }
         result
     }
@@ -274,7 +254,7 @@ impl RedisStore {
                 batcher,
             } => {
                 batcher
-                    .run(script, cmd, self.manager(client, manager)?, &self.loader)
+                    .run(script, cmd, self.manager(client, manager)?)
                     .await
             }
             Conn::Cluster {
@@ -291,7 +271,7 @@ impl RedisStore {
                 }
                 // The cluster client routes by the first key; `SCRIPT LOAD` goes to every
                 // master, so a node that never saw the script recovers too.
-                direct(&cmd, conn.clone(), &self.loader).await
+                direct(script, &cmd, conn.clone()).await
             }
         }
     }
@@ -426,17 +406,16 @@ fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// One `EVALSHA` on the connection itself: the scripts loaded first if they are not known to
-/// be, reloaded (once for all concurrent callers) after `NOSCRIPT`.
-async fn direct<C: redis::aio::ConnectionLike>(
+/// One `EVALSHA` of `script` on the connection itself, reloading the script after
+/// `NOSCRIPT`.
+pub(super) async fn direct<C: redis::aio::ConnectionLike>(
+    script: &redis::Script,
     cmd: &redis::Cmd,
     mut conn: C,
-    loader: &Loader,
 ) -> Result<Vec<i64>, Error> {
-    let epoch = loader.ready(&mut conn).await?;
     match cmd.query_async::<Vec<i64>>(&mut conn).await {
-        Err(e) if loader::is_noscript(&e) => {
-            loader.reload(&mut conn, epoch).await?;
+        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            script.load_async(&mut conn).await?;
             Ok(cmd.query_async::<Vec<i64>>(&mut conn).await?)
         }
         other => Ok(other?),

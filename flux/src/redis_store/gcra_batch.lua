@@ -1,1 +1,0 @@
-../../../lua/gcra_batch.lua
