@@ -12,13 +12,15 @@ use crate::{FailurePolicy, Flux};
 /// {"backend":"redis","target":"Redis at redis://127.0.0.1:6379/","failure_policy":"open",
 ///  "shadow":false,"degraded":true,"ready":true,
 ///  "open_circuits":[{"circuit":"redis","open_for_seconds":4.2}],
-///  "last_error":{"message":"Redis did not answer within the 50ms deadline","seconds_ago":0.3}}
+///  "last_error":{"message":"Redis did not answer within the 50ms deadline","seconds_ago":0.3},
+///  "fleet_instances":3}
 /// ```
 ///
 /// ```
 /// let health = flux::Flux::builder().build()?.health();
 /// assert_eq!(health.backend, "memory");
 /// assert!(health.ready && !health.degraded && health.open_circuits.is_empty());
+/// assert_eq!(health.fleet_instances, None); // no fleet without Redis
 /// # Ok::<(), flux::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +45,10 @@ pub struct Health {
     pub open_circuits: Vec<OpenCircuit>,
     /// The last failed call to Redis, if any since the limiter was built.
     pub last_error: Option<LastError>,
+    /// Live instances sharing the Redis (this one included) at the last heartbeat that Redis
+    /// answered: during an outage the `local` policy gives each instance this share of every
+    /// limit. `None` on the in-memory backend and before the first heartbeat.
+    pub fleet_instances: Option<u32>,
 }
 
 /// One open circuit of the breaker.
@@ -71,8 +77,8 @@ impl Flux {
     /// The limiter's health, for a readiness probe or a status page. Cheap: it reads state,
     /// it does not call Redis (see [`Flux::ping`] for that).
     pub fn health(&self) -> Health {
-        let (backend, open_circuits, last_error) = match self.backend() {
-            Backend::Memory => ("memory", Vec::new(), None),
+        let (backend, open_circuits, last_error, fleet_instances) = match self.backend() {
+            Backend::Memory => ("memory", Vec::new(), None, None),
             Backend::Redis(redis) => (
                 if redis.is_cluster() {
                     "redis_cluster"
@@ -81,6 +87,7 @@ impl Flux {
                 },
                 redis.open_circuits(),
                 redis.last_error(),
+                redis.fleet_size(),
             ),
         };
         let degraded = !open_circuits.is_empty();
@@ -94,6 +101,7 @@ impl Flux {
             ready: !(degraded && failure_policy == FailurePolicy::Closed),
             open_circuits,
             last_error,
+            fleet_instances,
         }
     }
 }

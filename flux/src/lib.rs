@@ -89,6 +89,7 @@ mod concurrency;
 mod decision;
 mod deny_cache;
 mod error;
+mod fleet;
 mod gcra;
 mod health;
 mod http;

@@ -217,6 +217,7 @@ impl Flux {
         let Backend::Redis(redis) = &self.inner.backend else {
             return self.local(key, limits, &plan, None, Source::Backend);
         };
+        redis.ensure_heartbeat(&self.inner.prefix);
         // The breaker first: during an outage a check costs nothing more than this.
         let ticket = redis.pass(key.slot());
         // A denial Redis gave moments ago stands, during an outage too (a probe still asks
@@ -248,7 +249,14 @@ impl Flux {
         match policy {
             FailurePolicy::Open => Decision::unchecked(true, Source::FailOpen),
             FailurePolicy::Closed => Decision::unchecked(false, Source::FailClosed),
-            FailurePolicy::Local => self.local(key, limits, &plan, None, Source::Local),
+            FailurePolicy::Local => {
+                // This instance's share of each limit: the fleet stays near the limit (fleet.rs).
+                let plan = Plan {
+                    params: crate::fleet::share_all(&plan.params, redis.fleet_size()),
+                    keys: plan.keys,
+                };
+                self.local(key, limits, &plan, None, Source::Local)
+            }
         }
     }
 

@@ -11,6 +11,7 @@
 //! | `flux_breaker_open` | gauge | `circuit` |
 //! | `flux_deny_cache_entries` | gauge | none |
 //! | `flux_concurrency_in_flight` | gauge | `limit` |
+//! | `flux_fleet_instances` | gauge | none |
 //!
 //! No label takes a client key: the cardinality is bounded by the number of limits.
 
@@ -34,6 +35,8 @@ pub(crate) const BREAKER_OPEN: &str = "flux_breaker_open";
 pub(crate) const DENY_CACHE_ENTRIES: &str = "flux_deny_cache_entries";
 /// `flux_concurrency_in_flight`: concurrency slots this instance holds, per limit.
 pub(crate) const CONCURRENCY_IN_FLIGHT: &str = "flux_concurrency_in_flight";
+/// `flux_fleet_instances`: live instances sharing the Redis, at the last heartbeat.
+pub(crate) const FLEET_INSTANCES: &str = "flux_fleet_instances";
 
 /// What happened to a request, as the `outcome` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +208,11 @@ pub(crate) fn breaker_state(circuit: SharedString, open: bool) {
 /// Sets `flux_deny_cache_entries`.
 pub(crate) fn deny_cache_entries(entries: usize) {
     gauge!(DENY_CACHE_ENTRIES).set(entries as f64);
+}
+
+/// Sets `flux_fleet_instances`.
+pub(crate) fn fleet_instances(live: u32) {
+    gauge!(FLEET_INSTANCES).set(f64::from(live));
 }
 
 /// The denial log: one DEBUG event per denied request, with a digest of the key, never the

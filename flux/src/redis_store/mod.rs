@@ -2,9 +2,11 @@
 //! store's own circuit breaker.
 //!
 //! `nodes` maps a cluster's hash slots to masters (one breaker circuit each); `batch`
-//! pipelines concurrent checks on a single connection.
+//! pipelines concurrent checks on a single connection; `fleet` is the heartbeat that counts
+//! the instances sharing this Redis.
 
 mod batch;
+mod fleet;
 mod nodes;
 
 use std::sync::{Arc, LazyLock, OnceLock};
@@ -18,6 +20,7 @@ use tokio::sync::OnceCell;
 use self::batch::Batcher;
 use self::nodes::{NODE_CIRCUITS, NodeMap};
 use crate::breaker::{Breaker, BreakerConfig, Ticket};
+use crate::fleet::Fleet;
 use crate::gcra::{Bucket, Params};
 use crate::{Error, FailurePolicy, LastError, OpenCircuit, telemetry};
 use metrics::SharedString;
@@ -61,6 +64,8 @@ pub(crate) struct RedisStore {
     metrics: telemetry::BackendMetrics,
     /// The target with any password removed, for logs and errors.
     display: String,
+    /// The instances sharing this Redis, as the heartbeat last counted them.
+    fleet: Arc<Fleet>,
 }
 
 enum Conn {
@@ -103,6 +108,7 @@ impl RedisStore {
             deadline,
             metrics: telemetry::BackendMetrics::default(),
             display,
+            fleet: Arc::new(Fleet::new()),
         })
     }
 
@@ -164,6 +170,7 @@ impl RedisStore {
             deadline,
             metrics: telemetry::BackendMetrics::default(),
             display,
+            fleet: Arc::new(Fleet::new()),
         })
     }
 
@@ -469,6 +476,8 @@ mod tests {
         assert!(script.contains("redis.call('TIME')"));
         let slots = include_str!("concurrency.lua");
         assert!(slots.starts_with("-- Flux: concurrency slots"), "{slots}");
+        let fleet = include_str!("fleet.lua");
+        assert!(fleet.starts_with("-- Flux: fleet heartbeat"), "{fleet}");
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //! `/slow` is concurrency-limited (2 in flight per `x-client`, lease 2 s) and counts the
 //! requests it runs at once; `/peak` reports the most it saw.
 //!
+//! `/global` is one bucket for every client (10/s); `/fleet` says how many live instances this
+//! one counts (the `local` policy's divisor during an outage).
+//!
 //! `/naive` is the contrast case, NOT how to limit: a read-then-write token counter
 //! (`GET`, then `DECRBY`), the race the Lua script exists to prevent.
 
@@ -43,6 +46,22 @@ async fn many() -> &'static str {
 )]
 async fn steady() -> &'static str {
     "ok"
+}
+
+/// One bucket for everybody, as the quickstart's `/global`: 10/s, burst 10. The fleet suite
+/// freezes Redis under load on it.
+#[rate_limit(rate = "10/s", key = "global", name = "global")]
+async fn global() -> &'static str {
+    "ok"
+}
+
+/// The live instances this one counted at its last heartbeat (`Health::fleet_instances`),
+/// or `unknown`.
+async fn fleet() -> String {
+    Flux::global()
+        .health()
+        .fleet_instances
+        .map_or_else(|| "unknown".to_owned(), |n| n.to_string())
 }
 
 /// Per client address (trusted proxies and IPv6 grouping apply): 1/min, burst 2.
@@ -171,6 +190,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/many", get(many))
         .route("/steady", get(steady))
         .route("/ip", get(by_ip))
+        .route("/global", get(global))
+        .route("/fleet", get(fleet))
         .route("/health", get(health))
         .route("/slow", get(slow))
         .route("/peak", get(peak))
