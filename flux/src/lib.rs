@@ -43,7 +43,8 @@
 //!
 //! Every Redis call has a deadline (default 50 ms). After 3 consecutive failures a circuit
 //! breaker opens: checks stop calling Redis and the [`FailurePolicy`] answers at once
-//! (`Open` admits, `Closed` refuses with 503, `Local` limits per process); one probe every
+//! (`Open` admits, `Closed` refuses with 503, `Local` limits each instance to its share of the
+//! fleet, counted by heartbeats in Redis); one probe every
 //! 500 ms closes it again when Redis answers. Each change is logged once, not per request.
 //!
 //! ## Without the macro

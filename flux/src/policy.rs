@@ -16,7 +16,9 @@ pub enum FailurePolicy {
     Open,
     /// Refuse the request; HTTP handlers answer `503 Service Unavailable`.
     Closed,
-    /// Decide with per-process buckets until Redis is back: limits hold per instance.
+    /// Decide with per-process buckets until Redis is back, each instance at its share of
+    /// every limit (`1/N` of the rate and of the burst, rounded up, with `N` the live
+    /// instances its heartbeats last counted), so that the fleet stays near the limit.
     Local,
 }
 
