@@ -11,6 +11,9 @@
 //! 4. An outage (Redis frozen with `SIGSTOP`, breaker open) against the in-memory backend.
 //! 5. In-process ns/op (the careful figures: `cargo bench -p flux-bench`).
 //! 6. Memory per active key, in Redis and in the in-memory backend.
+//! 7. What metrics cost.
+//! 8. Token leasing on one hot key: checks/s and Redis calls per check, and its accuracy
+//!    across three instances.
 //!
 //! It also draws two pictures (`--pictures DIR`, see `pictures.rs`): the latency distribution
 //! of a check against a `PING`, and decisions per second against the number of callers.
@@ -39,7 +42,7 @@ use crate::redis_server::RedisServer;
 use crate::report::{Report, count, micros};
 use crate::suite::{
     HttpKeys, Sizes, part1_decisions, part1b_callers, part2_http, part3_flood, part4_outage,
-    part5_micro, part6_memory, part7_telemetry,
+    part5_micro, part6_memory, part7_telemetry, part8_lease,
 };
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -96,7 +99,7 @@ struct Options {
     /// Where the pictures go (default: `flux-bench-pictures` in the temporary directory).
     pictures: Option<PathBuf>,
     server_workers: usize,
-    /// Parts to run (1-7); all when empty.
+    /// Parts to run (1-8); all when empty.
     only: Vec<u8>,
     /// Part 2's loads: one x-client per connection, a new one per request, or both.
     http_keys: Vec<HttpKeys>,
@@ -131,8 +134,8 @@ impl Options {
                 "--only" => {
                     for part in value()?.split(',') {
                         match part.trim().parse::<u8>() {
-                            Ok(n @ 1..=7) => options.only.push(n),
-                            _ => return Err(format!("--only takes parts 1 to 7, not {part:?}")),
+                            Ok(n @ 1..=8) => options.only.push(n),
+                            _ => return Err(format!("--only takes parts 1 to 8, not {part:?}")),
                         }
                     }
                 }
@@ -282,6 +285,9 @@ fn run(options: &Options) -> Res<()> {
     }
     if options.runs(7) {
         part7_telemetry(&mut report, &sizes, &redis)?;
+    }
+    if options.runs(8) {
+        part8_lease(&mut report, &sizes, &runtime, &redis)?;
     }
 
     report.preamble.push(format!(

@@ -16,8 +16,8 @@ use crate::diag::{Errors, list, unknown_option};
 use flux_core::Rate;
 
 /// The options `#[rate_limit]` accepts, in the order the docs list them.
-const OPTIONS: [&str; 10] = [
-    "rate", "burst", "cost", "key", "name", "on_error", "mode", "exempt", "deny", "crate",
+const OPTIONS: [&str; 11] = [
+    "rate", "burst", "cost", "lease", "key", "name", "on_error", "mode", "exempt", "deny", "crate",
 ];
 
 /// The options `#[concurrency_limit]` accepts, in the order the docs list them.
@@ -122,6 +122,8 @@ pub(crate) struct Args {
     pub(crate) max: Slot<u32>,
     /// `lease = "30s"` of `#[concurrency_limit]`, in milliseconds.
     pub(crate) lease: Slot<u64>,
+    /// `lease = N` of `#[rate_limit]`: checks taken from Redis at once.
+    pub(crate) token_lease: Slot<u32>,
     /// Options written, valid or not: a second one is a duplicate.
     seen: Vec<&'static str>,
     /// Options whose value was invalid (and reported), so their slot is empty.
@@ -177,6 +179,9 @@ pub(crate) fn parse(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> Arg
             "rate" => args.rate = parse_rate(&value).map_err(&mut invalid).ok(),
             "burst" => args.burst = parse_count(&value, "burst").map_err(&mut invalid).ok(),
             "max" => args.max = parse_count(&value, "max").map_err(&mut invalid).ok(),
+            "lease" if args.kind == Kind::RateLimit => {
+                args.token_lease = parse_count(&value, "lease").map_err(&mut invalid).ok()
+            }
             "lease" => args.lease = parse_lease(&value).map_err(&mut invalid).ok(),
             "cost" => args.cost = parse_count(&value, "cost").map_err(&mut invalid).ok(),
             "name" => args.name = parse_name(&value).map_err(&mut invalid).ok(),

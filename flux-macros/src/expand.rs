@@ -185,12 +185,15 @@ fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
             period_us,
             burst,
             cost,
+            lease,
             span,
             ..
         } = *limit;
         let private = private(krate, span);
+        // `lease = N` (a const method, so the limit stays a `static`).
+        let lease = (lease > 0).then(|| quote_spanned!(span=> .with_lease(#lease)));
         quote_spanned! {span=>
-            #private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost)
+            #private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost) #lease
         }
     });
     let len = limits.len();

@@ -19,6 +19,8 @@ pub(crate) struct LimitSpec {
     pub(crate) period_us: u64,
     pub(crate) burst: u32,
     pub(crate) cost: u32,
+    /// `lease = N`: checks taken from Redis at once; 0 when not written.
+    pub(crate) lease: u32,
     /// The `rate` literal, where the generated `Limit` is spanned.
     pub(crate) span: Span,
 }
@@ -94,12 +96,24 @@ fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec>
         }
         return None;
     }
+    let lease = match args.token_lease {
+        Some((span, n)) if n < 2 => {
+            errors.push_at(
+                span,
+                "`lease` must be at least 2: the checks taken from Redis at once (leave it out for no leasing)",
+            );
+            return None;
+        }
+        Some((_, n)) => n,
+        None => 0,
+    };
     Some(LimitSpec {
         name: args.name.as_ref().map(|(_, n)| n.clone()),
         count: rate.count(),
         period_us: rate.period_micros(),
         burst,
         cost,
+        lease,
         span: rate_at?,
     })
 }

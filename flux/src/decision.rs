@@ -13,6 +13,9 @@ pub enum Source {
     /// A denial Redis gave moments ago for the same check, remembered by this instance until
     /// its `retry_after` (the hot-key deny cache): Redis was not asked again.
     Cached,
+    /// Admitted from tokens this instance leased from Redis moments ago (a limit with
+    /// [`Limit::with_lease`](crate::Limit::with_lease)): Redis was not asked.
+    Leased,
     /// Redis was unavailable and the `Local` policy decided with a per-process bucket.
     Local,
     /// Redis was unavailable and the `Open` policy admitted the request unchecked.

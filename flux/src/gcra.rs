@@ -23,6 +23,11 @@
 //!
 //! Several limits are decided together, all or nothing: every bucket is evaluated, and only
 //! if each admits is any of them charged.
+//!
+//! A **lease** (`decide_up_to`) takes up to `want` checks at once, as many as every bucket
+//! holds: `k = min(want, min over buckets of (now + tau - tat) / increment)`; `k = 0` is a
+//! denial as above, and otherwise each `tat` moves by `k x increment`. The instance spends the
+//! `k - 1` checks beyond the current one itself (see `lease.rs`): they are out of the bucket.
 
 /// One limit's GCRA parameters, in microseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,15 +62,35 @@ pub(crate) fn decide(
     tats: &mut [Option<u64>],
     out: &mut Vec<Bucket>,
 ) -> bool {
+    decide_up_to(now, params, tats, out, 1) == 1
+}
+
+/// [`decide`], taking up to `want` (at least 1) checks at once, as many as every bucket
+/// holds: returns how many were taken, 0 for a denial. On admission the buckets in `out`
+/// are as they stand after all of them.
+pub(crate) fn decide_up_to(
+    now: u64,
+    params: &[Params],
+    tats: &mut [Option<u64>],
+    out: &mut Vec<Bucket>,
+    want: u64,
+) -> u64 {
     debug_assert_eq!(params.len(), tats.len());
     out.clear();
-    let mut allowed = true;
+    // Checks every bucket holds: `tat + k x increment - tau <= now`.
+    let taken = params
+        .iter()
+        .zip(tats.iter())
+        .map(|(p, stored)| {
+            let tat = stored.map_or(now, |t| t.max(now));
+            (now + p.tolerance).saturating_sub(tat) / p.increment.max(1)
+        })
+        .fold(want.max(1), u64::min);
     for (p, stored) in params.iter().zip(tats.iter()) {
         let tat = stored.map_or(now, |t| t.max(now));
-        let new_tat = tat + p.increment;
+        let new_tat = tat + p.increment * taken.max(1);
         let allow_at = new_tat.saturating_sub(p.tolerance);
         if allow_at > now {
-            allowed = false;
             out.push(Bucket {
                 remaining: p.tolerance.saturating_sub(tat - now) / p.interval,
                 retry_after: allow_at - now,
@@ -79,9 +104,9 @@ pub(crate) fn decide(
             });
         }
     }
-    if allowed {
+    if taken > 0 {
         for (p, stored) in params.iter().zip(tats.iter_mut()) {
-            *stored = Some(stored.map_or(now, |t| t.max(now)) + p.increment);
+            *stored = Some(stored.map_or(now, |t| t.max(now)) + p.increment * taken);
         }
     } else {
         // Nothing is charged: report every bucket as it stands.
@@ -91,7 +116,7 @@ pub(crate) fn decide(
             bucket.reset_after = tat - now;
         }
     }
-    allowed
+    taken
 }
 
 #[cfg(test)]
@@ -136,6 +161,29 @@ mod tests {
         assert_eq!(out[0].retry_after, 0);
         assert_eq!(out[1].remaining, 0);
         assert_eq!(out[1].retry_after, 1_000);
+    }
+
+    #[test]
+    fn a_lease_takes_what_every_bucket_holds() {
+        // 10 tokens and 4 tokens: a lease of 6 checks of cost 1 gets 4.
+        let p = [params(1_000, 10, 1), params(1_000, 4, 1)];
+        let mut tats = [None, None];
+        let mut out = Vec::new();
+        assert_eq!(decide_up_to(0, &p, &mut tats, &mut out, 6), 4);
+        assert_eq!(tats, [Some(4_000), Some(4_000)]);
+        assert_eq!((out[0].remaining, out[1].remaining), (6, 0));
+        // Nothing left in the second: a denial, nothing charged.
+        assert_eq!(decide_up_to(500, &p, &mut tats, &mut out, 6), 0);
+        assert_eq!(tats, [Some(4_000), Some(4_000)]);
+        assert_eq!(out[1].retry_after, 500);
+        // One token later, one check.
+        assert_eq!(decide_up_to(1_000, &p, &mut tats, &mut out, 6), 1);
+        // A lease of 1 is a plain check, cost 2 counts twice.
+        let p = [params(1_000, 5, 2)];
+        let mut tat = [None];
+        assert_eq!(decide_up_to(0, &p, &mut tat, &mut out, 1), 1);
+        assert_eq!(decide_up_to(0, &p, &mut tat, &mut out, 9), 1);
+        assert_eq!(tat, [Some(4_000)]);
     }
 
     #[test]

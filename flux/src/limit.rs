@@ -33,6 +33,8 @@ pub struct Limit {
     rate: Rate,
     burst: NonZeroU32,
     cost: NonZeroU32,
+    /// Checks taken from Redis at once and spent by this instance (`lease.rs`); 0 or 1: none.
+    lease: u32,
     /// This limit's `flux_decisions_total` handles, registered on first use so that a check
     /// costs no label lookup. Not part of the limit's identity.
     counters: OnceLock<Arc<Counters>>,
@@ -40,8 +42,14 @@ pub struct Limit {
 
 impl PartialEq for Limit {
     fn eq(&self, other: &Limit) -> bool {
-        (&self.name, self.rate, self.burst, self.cost)
-            == (&other.name, other.rate, other.burst, other.cost)
+        (&self.name, self.rate, self.burst, self.cost, self.lease)
+            == (
+                &other.name,
+                other.rate,
+                other.burst,
+                other.cost,
+                other.lease,
+            )
     }
 }
 
@@ -49,7 +57,7 @@ impl Eq for Limit {}
 
 impl Hash for Limit {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        (&self.name, self.rate, self.burst, self.cost).hash(state);
+        (&self.name, self.rate, self.burst, self.cost, self.lease).hash(state);
     }
 }
 
@@ -60,6 +68,7 @@ impl fmt::Debug for Limit {
             .field("rate", &self.rate)
             .field("burst", &self.burst)
             .field("cost", &self.cost)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -75,6 +84,7 @@ impl Limit {
                 None => NonZeroU32::MIN,
             },
             cost: NonZeroU32::MIN,
+            lease: 0,
             counters: OnceLock::new(),
         }
     }
@@ -99,6 +109,31 @@ impl Limit {
         check_limit(self.rate, self.burst.get(), cost)?;
         self.cost = NonZeroU32::new(cost).ok_or(LimitError::ZeroCost)?;
         Ok(self)
+    }
+
+    /// This limit with token leasing: a check that finds no leased tokens takes up to `lease`
+    /// checks' worth from the shared bucket in one Redis call (as many as it holds), and this
+    /// instance admits the next ones itself until they run out or expire (after
+    /// [`TOKEN_LEASE_LIFETIME`](crate::TOKEN_LEASE_LIFETIME)). A hot key then costs Redis about one call
+    /// per `lease` checks; what is leased is out of the bucket, so the fleet never admits more
+    /// than the limit, but leased tokens that expire unspent are lost (see the README). `0`
+    /// or `1` turns leasing off. Only Redis-backed checks lease, and a check of several limits
+    /// leases only when each of them does (the smallest lease applies).
+    ///
+    /// ```
+    /// use flux::{Limit, Rate};
+    ///
+    /// static HOT: Limit = Limit::new("search", Rate::per_second::<200_000>()).with_lease(100);
+    /// assert_eq!(HOT.lease(), 100);
+    /// ```
+    pub const fn with_lease(mut self, lease: u32) -> Limit {
+        self.lease = lease;
+        self
+    }
+
+    /// Checks taken from Redis at once ([`with_lease`](Self::with_lease)); 0: no leasing.
+    pub const fn lease(&self) -> u32 {
+        if self.lease > 1 { self.lease } else { 0 }
     }
 
     /// For `#[rate_limit]`, which has validated every argument at compile time (a bad one
@@ -126,6 +161,7 @@ impl Limit {
             rate,
             burst: burst_nz,
             cost: cost_nz,
+            lease: 0,
             counters: OnceLock::new(),
         }
     }

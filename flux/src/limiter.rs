@@ -218,6 +218,16 @@ impl Flux {
             return self.local(key, limits, &plan, None, Source::Backend);
         };
         redis.ensure_heartbeat(&self.inner.prefix);
+        // Leased tokens first: they are out of the bucket already, outage or not (lease.rs).
+        let want = crate::lease::want(limits);
+        let refill = if want > 1 {
+            match redis.leases().spend_or_refill(&plan.id()).await {
+                Ok(leased) => return leased,
+                Err(refill) => Some(refill),
+            }
+        } else {
+            None
+        };
         // The breaker first: during an outage a check costs nothing more than this.
         let ticket = redis.pass(key.slot());
         // A denial Redis gave moments ago stands, during an outage too (a probe still asks
@@ -232,11 +242,18 @@ impl Flux {
         }
         if ticket.pass != Pass::Skip {
             let sent = cache.map_or(0, DenyCache::now);
+            let leased_at = refill.as_ref().map(crate::lease::Refill::sent);
             let mut out = Vec::with_capacity(limits.len());
-            match redis.check(&plan.keys, &plan.params, None, &mut out).await {
-                Ok(allowed) => {
+            match redis
+                .check(&plan.keys, &plan.params, want, None, &mut out)
+                .await
+            {
+                Ok(taken) => {
                     redis.succeeded(ticket);
-                    let decision = summarize(allowed, &out, limits, Source::Backend);
+                    let decision = summarize(taken > 0, &out, limits, Source::Backend);
+                    if let (Some(refill), Some(at), true) = (refill, leased_at, taken > 0) {
+                        refill.fill(taken, &decision, at);
+                    }
                     if let Some(cache) = cache {
                         let i = decision.index;
                         cache.learn(|| plan.id(), &decision, sent, plan.params[i], &out[i]);
@@ -283,10 +300,10 @@ impl Flux {
             Backend::Memory => Ok(self.local(&key, limits, &plan, now_micros, Source::Backend)),
             Backend::Redis(redis) => {
                 let mut out = Vec::with_capacity(limits.len());
-                let allowed = redis
-                    .check(&plan.keys, &plan.params, now_micros, &mut out)
+                let taken = redis
+                    .check(&plan.keys, &plan.params, 1, now_micros, &mut out)
                     .await?;
-                Ok(summarize(allowed, &out, limits, Source::Backend))
+                Ok(summarize(taken > 0, &out, limits, Source::Backend))
             }
         }
     }

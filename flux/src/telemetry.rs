@@ -62,7 +62,7 @@ impl Outcome {
 }
 
 /// The `source` labels, in the order of [`source_index`].
-const SOURCES: [&str; 7] = [
+const SOURCES: [&str; 8] = [
     "redis",
     "memory",
     "deny_cache",
@@ -70,6 +70,7 @@ const SOURCES: [&str; 7] = [
     "fallback_open",
     "fallback_closed",
     "none",
+    "lease",
 ];
 
 /// The index in [`SOURCES`] of a decision's `source` label; `redis` says whether the backend
@@ -83,6 +84,7 @@ fn source_index(source: Source, redis: bool) -> usize {
         Source::FailOpen => 4,
         Source::FailClosed => 5,
         Source::Exempt => 6,
+        Source::Leased => 7,
     }
 }
 

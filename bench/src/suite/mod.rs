@@ -1,9 +1,10 @@
-//! The seven parts of a benchmark run, each adding one section (and its targets) to the report.
+//! The eight parts of a benchmark run, each adding one section (and its targets) to the report.
 
 mod callers;
 mod decisions;
 mod flood;
 mod http;
+mod lease;
 mod memory;
 mod micro;
 mod outage;
@@ -15,6 +16,7 @@ pub(crate) use self::callers::part1b_callers;
 pub(crate) use self::decisions::part1_decisions;
 pub(crate) use self::flood::part3_flood;
 pub(crate) use self::http::{HttpKeys, part2_http};
+pub(crate) use self::lease::part8_lease;
 pub(crate) use self::memory::part6_memory;
 pub(crate) use self::micro::part5_micro;
 pub(crate) use self::outage::part4_outage;

@@ -22,6 +22,7 @@ use self::nodes::{NODE_CIRCUITS, NodeMap};
 use crate::breaker::{Breaker, BreakerConfig, Ticket};
 use crate::fleet::Fleet;
 use crate::gcra::{Bucket, Params};
+use crate::lease::Leases;
 use crate::{Error, FailurePolicy, LastError, OpenCircuit, telemetry};
 use metrics::SharedString;
 
@@ -66,6 +67,8 @@ pub(crate) struct RedisStore {
     display: String,
     /// The instances sharing this Redis, as the heartbeat last counted them.
     fleet: Arc<Fleet>,
+    /// Tokens this instance leased (limits with a lease).
+    leases: Leases,
 }
 
 enum Conn {
@@ -109,6 +112,7 @@ impl RedisStore {
             metrics: telemetry::BackendMetrics::default(),
             display,
             fleet: Arc::new(Fleet::new()),
+            leases: Leases::new(),
         })
     }
 
@@ -171,18 +175,21 @@ impl RedisStore {
             metrics: telemetry::BackendMetrics::default(),
             display,
             fleet: Arc::new(Fleet::new()),
+            leases: Leases::new(),
         })
     }
 
-    /// Runs the script within the deadline: `Ok(allowed)` with the buckets in `out`, or the
+    /// Runs the script within the deadline, taking up to `want` checks at once (a lease; 1
+    /// for a plain check): `Ok(taken)`, 0 for a denial, with the buckets in `out`, or the
     /// error (a missed deadline is [`Error::Timeout`]). Records the call's time and errors.
     pub(crate) async fn check(
         &self,
         keys: &[String],
         params: &[Params],
+        _want: u64,
         at: Option<u64>,
         out: &mut Vec<Bucket>,
-    ) -> Result<bool, Error> {
+    ) -> Result<u64, Error> {
         // EVALSHA <sha> <n> KEYS... now (interval tolerance increment)...
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(GCRA_SCRIPT.get_hash()).arg(keys.len());
@@ -341,6 +348,11 @@ impl RedisStore {
         })
     }
 
+    /// This instance's leased tokens.
+    pub(crate) fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
     /// Whether the breaker is open on any circuit: some checks skip Redis.
     pub(crate) fn is_degraded(&self) -> bool {
         self.breaker.is_open()
@@ -429,7 +441,9 @@ pub(super) async fn direct<C: redis::aio::ConnectionLike>(
     }
 }
 
-fn parse_reply(reply: &[i64], n: usize, out: &mut Vec<Bucket>) -> Result<bool, Error> {
+/// The script's answer: checks taken (0: denied; more than 1 only for a lease), and the
+/// buckets in `out`.
+fn parse_reply(reply: &[i64], n: usize, out: &mut Vec<Bucket>) -> Result<u64, Error> {
     if reply.len() != 1 + 3 * n {
         return Err(Error::Protocol(format!(
             "the rate-limit script returned {} values for {n} keys",
@@ -445,7 +459,7 @@ fn parse_reply(reply: &[i64], n: usize, out: &mut Vec<Bucket>) -> Result<bool, E
             reset_after: nonneg(chunk[2]),
         });
     }
-    Ok(reply[0] == 1)
+    Ok(nonneg(reply[0]))
 }
 
 /// `redis://user:secret@host/` -> `redis://user:***@host/`: URLs in logs never carry secrets.

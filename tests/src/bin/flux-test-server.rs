@@ -7,7 +7,8 @@
 //! `/slow` is concurrency-limited (2 in flight per `x-client`, lease 2 s) and counts the
 //! requests it runs at once; `/peak` reports the most it saw.
 //!
-//! `/global` is one bucket for every client (10/s); `/fleet` says how many live instances this
+//! `/leased` is `/one` with token leasing (`lease = 10`). `/global` is one bucket for every
+//! client (10/s); `/fleet` says how many live instances this
 //! one counts (the `local` policy's divisor during an outage).
 //!
 //! `/naive` is the contrast case, NOT how to limit: a read-then-write token counter
@@ -52,6 +53,18 @@ async fn steady() -> &'static str {
 /// freezes Redis under load on it.
 #[rate_limit(rate = "10/s", key = "global", name = "global")]
 async fn global() -> &'static str {
+    "ok"
+}
+
+/// One hot key with token leasing: 100/s, burst 50, 10 checks taken from Redis at once.
+#[rate_limit(
+    rate = "100/s",
+    burst = 50,
+    lease = 10,
+    key = "header:x-client",
+    name = "leased"
+)]
+async fn leased() -> &'static str {
     "ok"
 }
 
@@ -192,6 +205,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/ip", get(by_ip))
         .route("/global", get(global))
         .route("/fleet", get(fleet))
+        .route("/leased", get(leased))
         .route("/health", get(health))
         .route("/slow", get(slow))
         .route("/peak", get(peak))
