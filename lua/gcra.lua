@@ -1,16 +1,28 @@
--- Flux: token bucket stored as GCRA, several limits decided all or nothing.
+-- Flux: token bucket stored as GCRA, one or more checks per call, each of one or more limits
+-- decided all or nothing.
 -- The algorithm and its quantities are documented in flux/src/gcra.rs, which computes the
 -- same integers in Rust for the in-memory backend.
 --
--- KEYS[i]   bucket key of limit i: "<prefix>:{<client>}:<limit name>" (one hash tag per call)
+-- A call decides a batch of checks: the checks that queued up while the connection was busy
+-- share one entry into Lua and one TIME (most calls carry a single check). Checks are decided
+-- in order, so a later check sees an earlier one's writes, exactly as separate calls would.
+--
+-- KEYS      the bucket keys of every check, check after check. A check's keys are those of
+--           one client: "<prefix>:{<client>}:<limit name>" (one hash tag per check; a batch on
+--           a cluster holds checks of one slot only)
 -- ARGV[1]   now in microseconds, or "" to read the Redis server clock (TIME). Production
 --           always sends ""; an explicit value is for tests that drive time.
--- ARGV[3i-1], ARGV[3i], ARGV[3i+1]   for limit i: emission interval T, tolerance
---           tau = burst x T, increment = cost x T (integer microseconds)
+-- then, per check: its number of keys n, or "n:want" for a token lease (take up to `want`
+--           checks at once, as many as every bucket holds; flux/src/lease.rs), then per key:
+--           emission interval T, tolerance tau = burst x T, increment = cost x T (integer
+--           microseconds)
 --
--- Returns { allowed (1|0), then for each limit i: remaining, retry_after_us, reset_after_us }.
--- On admission every key is set to its new TAT with `SET key tat PX ttl`, ttl = the time until
--- its bucket is full again (so idle clients cost no memory); on denial nothing is written.
+-- Returns, check after check: { taken, then per key: remaining, retry_after_us,
+-- reset_after_us }; taken is 1 (admitted) or 0 (denied) for a plain check, and the checks
+-- taken, 0 to want, for a lease: each key's TAT then moves by taken x increment.
+-- On admission every key of the check is set to its new TAT with `SET key tat PX ttl`, ttl =
+-- the time until its bucket is full again (so idle clients cost no memory); on denial nothing
+-- is written.
 
 if redis.replicate_commands then
   -- Redis < 5: TIME is non-deterministic; replicate effects, not the script.
@@ -24,43 +36,59 @@ if not now then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local n = #KEYS
+local result = {}
+local r = 0 -- values written to result so far
+local k = 0 -- keys of the checks before this one
+local a = 2 -- ARGV index of this check's key count
 local tats = {}
-local allowed = 1
-for i = 1, n do
-  local stored = tonumber(redis.call('GET', KEYS[i]))
-  if stored == nil or stored < now then
-    stored = now
+while a <= #ARGV do
+  local n = tonumber(ARGV[a])
+  local want = 1
+  if not n then
+    local count, lease = string.match(ARGV[a], '^(%d+):(%d+)$')
+    n, want = tonumber(count), tonumber(lease)
   end
-  tats[i] = stored
-  local tolerance = tonumber(ARGV[3 * i])
-  local increment = tonumber(ARGV[3 * i + 1])
-  if stored + increment - tolerance > now then
-    allowed = 0
+  local p = a + 1 -- ARGV index of this check's first interval
+  local allowed = want -- checks every bucket holds, at most want: 0 is a denial
+  for i = 1, n do
+    local stored = tonumber(redis.call('GET', KEYS[k + i]))
+    if stored == nil or stored < now then
+      stored = now
+    end
+    tats[i] = stored
+    local q = p + 3 * (i - 1)
+    local fits = math.floor((now + tonumber(ARGV[q + 1]) - stored) / tonumber(ARGV[q + 2]))
+    if fits < allowed then
+      allowed = math.max(0, fits)
+    end
   end
-end
-
-local result = { allowed }
-for i = 1, n do
-  local interval = tonumber(ARGV[3 * i - 1])
-  local tolerance = tonumber(ARGV[3 * i])
-  local increment = tonumber(ARGV[3 * i + 1])
-  local tat = tats[i]
-  local new_tat = tat + increment
-  local retry_after = new_tat - tolerance - now
-  if retry_after < 0 then
-    retry_after = 0
+  result[r + 1] = allowed
+  for i = 1, n do
+    local q = p + 3 * (i - 1)
+    local interval = tonumber(ARGV[q])
+    local tolerance = tonumber(ARGV[q + 1])
+    local increment = tonumber(ARGV[q + 2])
+    local tat = tats[i]
+    local new_tat = tat + increment * math.max(1, allowed)
+    local retry_after = new_tat - tolerance - now
+    if retry_after < 0 then
+      retry_after = 0
+    end
+    local o = r + 3 * i - 1
+    if allowed > 0 then
+      local ttl = new_tat - now
+      -- string.format keeps all digits (a bare number would become "1.7e+15").
+      redis.call('SET', KEYS[k + i], string.format('%d', new_tat), 'PX', math.max(1, math.ceil(ttl / 1000)))
+      result[o] = math.floor((tolerance - ttl) / interval)
+      result[o + 2] = ttl
+    else
+      result[o] = math.max(0, math.floor((tolerance - (tat - now)) / interval))
+      result[o + 2] = tat - now
+    end
+    result[o + 1] = retry_after
   end
-  if allowed == 1 then
-    local ttl = new_tat - now
-    -- string.format keeps all digits (a bare number would become "1.7e+15").
-    redis.call('SET', KEYS[i], string.format('%d', new_tat), 'PX', math.max(1, math.ceil(ttl / 1000)))
-    result[3 * i - 1] = math.floor((tolerance - ttl) / interval)
-    result[3 * i + 1] = ttl
-  else
-    result[3 * i - 1] = math.max(0, math.floor((tolerance - (tat - now)) / interval))
-    result[3 * i + 1] = tat - now
-  end
-  result[3 * i] = retry_after
+  r = r + 1 + 3 * n
+  k = k + n
+  a = p + 3 * n
 end
 return result

@@ -122,6 +122,10 @@ pub use crate::limit::Limit;
 pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
 pub use crate::policy::FailurePolicy;
+// Not public API: switches batches between one script call and a pipeline, for side-by-side
+// benchmarks.
+#[doc(hidden)]
+pub use crate::redis_store::set_one_call_batches;
 pub use flux_core::{
     ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,
 };
