@@ -230,8 +230,7 @@ pub(crate) fn part8_lease(
     ]);
     section.note(format!(
         "limit 1,000,000/s, burst 100,000,000 (every check admitted); {} ms warm-up, {} ms measured; Redis calls = \
-         EVALSHA calls in INFO commandstats over the measured window (the fleet heartbeat's one a \
-         second included)",
+         EVALSHA calls in INFO commandstats over the measured window",
         sizes.window.warmup.as_millis(),
         sizes.window.measure.as_millis()
     ));

@@ -1,22 +1,23 @@
 //! The fleet heartbeat: each Redis-backed limiter announces itself once a second, and learns
 //! how many instances are alive (see `crate::fleet` for what the count is used for).
 
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 
-use super::{Conn, RedisStore, direct};
+use super::{Conn, RedisStore};
 use crate::fleet::Fleet;
 
-/// The heartbeat script, `lua/fleet.lua` (a link here, as `gcra.lua`).
+/// The heartbeat script, `lua/fleet.lua` (a link here, as `gcra.lua`), sent whole with `EVAL`
+/// once a second: never a `NOSCRIPT`, never a `SCRIPT LOAD`, so the checks' script cache and
+/// its counters are not touched.
 ///
 /// KEYS: the fleet's sorted set, `<prefix>:fleet`. ARGV: this instance's id, the heartbeat's
-/// time to live in ms. Returns `[live]`: the number of live instances (members whose heartbeat has not
-/// expired on Redis' clock), this one included.
-static FLEET_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("fleet.lua")));
+/// time to live in ms. Returns `[live]`: the number of live instances (members whose
+/// heartbeat has not expired on Redis' clock), this one included.
+const FLEET_SCRIPT: &str = include_str!("fleet.lua");
 
 /// How often an instance announces itself.
 pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -90,16 +91,12 @@ async fn heartbeat(fleet: Weak<Fleet>, conn: BeatConn, key: String) {
         let Some(id) = fleet.upgrade().map(|f| f.id().to_owned()) else {
             return;
         };
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(FLEET_SCRIPT.get_hash())
-            .arg(1)
-            .arg(&key)
-            .arg(id)
-            .arg(ttl);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(FLEET_SCRIPT).arg(1).arg(&key).arg(id).arg(ttl);
         let call = async {
             match &conn {
-                BeatConn::Single(c) => direct(&FLEET_SCRIPT, &cmd, c.clone()).await,
-                BeatConn::Cluster(c) => direct(&FLEET_SCRIPT, &cmd, c.clone()).await,
+                BeatConn::Single(c) => cmd.query_async::<Vec<i64>>(&mut c.clone()).await,
+                BeatConn::Cluster(c) => cmd.query_async::<Vec<i64>>(&mut c.clone()).await,
             }
         };
         if let Ok(Ok(reply)) = tokio::time::timeout(HEARTBEAT_EVERY, call).await
