@@ -333,6 +333,27 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_is_two_checks_or_more() {
+        let stack = stack_of(vec![quote!(rate = "10/s", lease = 20)]).expect("valid");
+        assert_eq!(stack.limits[0].lease, 20);
+        let stack = stack_of(vec![quote!(rate = "10/s")]).expect("valid");
+        assert_eq!(stack.limits[0].lease, 0, "no leasing unless asked");
+        for n in [quote!(0), quote!(1)] {
+            let error = stack_of(vec![quote!(rate = "10/s", lease = #n)])
+                .err()
+                .expect("refused");
+            assert!(
+                error.to_string().contains("`lease` must be at least 2"),
+                "{error}"
+            );
+        }
+        let error = stack_of(vec![quote!(rate = "10/s", lease = "1s")])
+            .err()
+            .expect("a duration is the concurrency limit's lease");
+        assert!(error.to_string().contains("positive integer"), "{error}");
+    }
+
+    #[test]
     fn defaults() {
         let stack = stack_of(vec![quote!(rate = "6000 per minute")]).expect("valid");
         let limit = &stack.limits[0];
