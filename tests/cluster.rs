@@ -164,6 +164,35 @@ async fn stacked_limits_are_exact_for_300_clients_on_every_master() {
     );
 }
 
+/// The fleet heartbeat on a cluster: two limiters on one prefix count each other (a check
+/// connects, the next one starts the heartbeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limiters_on_a_cluster_count_each_other() {
+    let cluster = RedisCluster::start(3, 0);
+    let flux = on_cluster(&cluster, "fleet")
+        .build()
+        .expect("valid configuration");
+    let other = on_cluster(&cluster, "fleet")
+        .build()
+        .expect("valid configuration");
+    let fleet = limit("fleet", Rate::per_second::<100>(), 100);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for limiter in [&flux, &other] {
+            limiter.check("fleet-client", &fleet).await;
+        }
+        let seen = [&flux, &other].map(|f| f.health().fleet_instances);
+        if seen == [Some(2), Some(2)] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fleet counts {seen:?}, not 2 each"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_real_time_checks_never_over_admit_on_any_master() {
     let cluster = RedisCluster::start(3, 0);

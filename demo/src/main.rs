@@ -615,7 +615,7 @@ impl Tally {
             });
             if policy == Some("local") && n > 1 {
                 lines.push(HLine {
-                    label: format!("{n} x limit: each instance alone"),
+                    label: format!("{n} x limit: instances limiting alone (no fleet)"),
                     y: options.limit * n as f64,
                     x: Some((from, to)),
                     color: LIMIT_RED,
@@ -625,7 +625,9 @@ impl Tally {
         }
         let what = match policy {
             Some("open") => "policy open: while Redis is away every request is admitted",
-            Some("local") => "policy local: while Redis is away each instance limits alone",
+            Some("local") => {
+                "policy local: while Redis is away each instance limits to its share (1/N) of the limit"
+            }
             Some("closed") => "policy closed: while Redis is away every request is refused (503)",
             _ => "",
         };
