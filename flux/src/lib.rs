@@ -97,9 +97,11 @@ mod layer;
 mod limit;
 mod limiter;
 mod memory;
+mod per_request;
 mod policy;
 mod proxy;
 mod redis_store;
+mod settle;
 mod slots;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -118,6 +120,7 @@ pub use crate::limit::Limit;
 pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
 pub use crate::policy::FailurePolicy;
+pub use crate::settle::Charged;
 pub use flux_core::{
     ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,
 };
