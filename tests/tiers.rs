@@ -180,9 +180,21 @@ async fn computed_costs_in_memory() {
     computed_costs(flux::testing::memory()).await;
 }
 
+/// A plain fn's error: a denial, or any of its own.
+#[derive(Debug, PartialEq)]
+enum ExportError {
+    Limited(RateLimited),
+}
+
+impl From<RateLimited> for ExportError {
+    fn from(denied: RateLimited) -> Self {
+        ExportError::Limited(denied)
+    }
+}
+
 /// A plain async fn (the process-wide limiter, in memory in this binary).
 #[rate_limit(rate = "10/min", key = tenant, cost = rows, deny = "error")]
-async fn export(tenant: &str, rows: i64) -> Result<i64, RateLimited> {
+async fn export(tenant: &str, rows: i64) -> Result<i64, ExportError> {
     Ok(rows)
 }
 
@@ -190,7 +202,7 @@ async fn export(tenant: &str, rows: i64) -> Result<i64, RateLimited> {
 async fn a_plain_fn_gets_the_reason_as_its_error() {
     assert_eq!(export("t1", 4).await, Ok(4));
     for rows in [-1, 0, 11, i64::MAX] {
-        let denied = export("t1", rows).await.expect_err("never admissible");
+        let ExportError::Limited(denied) = export("t1", rows).await.expect_err("never admissible");
         assert_eq!(denied.decision().source, Source::Unadmissible);
         let reason = denied.reason().expect("a reason");
         assert!(
@@ -201,6 +213,6 @@ async fn a_plain_fn_gets_the_reason_as_its_error() {
     }
     // The refusals charged nothing: 6 tokens are left.
     assert_eq!(export("t1", 6).await, Ok(6));
-    let denied = export("t1", 1).await.expect_err("empty");
+    let ExportError::Limited(denied) = export("t1", 1).await.expect_err("empty");
     assert_eq!(denied.reason(), None);
 }

@@ -39,6 +39,13 @@
 //! Several limits checked together (stacked `#[rate_limit]` attributes, or
 //! [`Flux::check_all`]) are decided in one call, all or nothing: if one denies, none is charged.
 //!
+//! ## Tiers and costs known later
+//!
+//! `#[rate_limit(limit = user.plan.limit(), cost = body.items.len(), key = user.id)]` takes
+//! the limit and the cost from each request (a cost no bucket can admit is refused with its
+//! reason, see [`RateLimited::reason`]), and [`Flux::charge`] settles a cost known only after
+//! the response, into debt: the client's next requests wait until it has refilled.
+//!
 //! ## When Redis is slow or down
 //!
 //! Every Redis call has a deadline (default 50 ms). After 3 consecutive failures a circuit

@@ -85,7 +85,7 @@ impl Flux {
     /// There is no negative cost (refund): make the up-front estimate a low one.
     ///
     /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use flux::{Flux, Limit, Rate};
     ///
     /// static BUDGET: Limit = Limit::new("llm-tokens", Rate::per_minute::<10_000>());
