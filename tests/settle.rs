@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source};
-use support::RedisServer;
+use support::{RedisCluster, RedisServer};
 
 /// 10,000 tokens a minute: one token per 6 ms, a burst of 10,000.
 static BUDGET: Limit = Limit::new("settle-tokens", Rate::per_minute::<10_000>());
@@ -121,6 +121,19 @@ async fn settled_costs_on_redis() {
         .parse()
         .expect("a number");
     assert!(ttl > 0, "{ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_costs_on_a_cluster() {
+    let cluster = RedisCluster::start(3, 0);
+    let flux = Flux::builder()
+        .redis_cluster(cluster.urls())
+        .key_prefix("settle")
+        .deadline(Duration::from_secs(5))
+        .build()
+        .expect("valid configuration");
+    debt_delays_the_next_request_exactly(&flux).await;
+    a_charge_within_the_burst_leaves_the_rest(&flux).await;
 }
 
 #[tokio::test]
