@@ -49,10 +49,11 @@ async fn answer(prompt: &str) -> (String, u64) {
 
 /// The estimate is checked (and taken) before the body runs; the rest is charged after.
 #[rate_limit(limit = &TOKENS, key = ask.user, cost = estimate(&ask.prompt))]
-async fn complete(Query(ask): Query<Ask>) -> String {
+async fn complete(flux: Flux, Query(ask): Query<Ask>) -> String {
     let (text, used) = answer(&ask.prompt).await;
     let estimated = estimate(&ask.prompt);
-    let settled = Flux::global()
+    // `flux` is the limiter that checked this request (the request's own, else the global).
+    let settled = flux
         .charge(ask.user.as_str(), &TOKENS, used.saturating_sub(estimated))
         .await;
     let next = if settled.retry_after.is_zero() {

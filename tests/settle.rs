@@ -1,15 +1,21 @@
 //! Costs settled after the response (`Flux::charge`), on a real Redis and on the in-memory
 //! backend: the debt delays the client's next request by exactly the time it takes to
-//! refill, other clients are untouched, and a charge follows the failure policy when Redis
-//! is down.
+//! refill, other clients are untouched, a handler charges on the limiter that served its
+//! request, and a charge follows the failure policy when Redis is down.
 
 mod support;
 
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source};
+use axum::body::{Body, to_bytes};
+use axum::extract::Query;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use axum::{Extension, Router};
+use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source, rate_limit};
 use support::{RedisCluster, RedisServer};
+use tower::ServiceExt;
 
 /// 10,000 tokens a minute: one token per 6 ms, a burst of 10,000.
 static BUDGET: Limit = Limit::new("settle-tokens", Rate::per_minute::<10_000>());
@@ -202,4 +208,66 @@ async fn a_charge_follows_the_failure_policy_when_redis_is_down() {
         Source::FailOpen
     );
     assert!(started.elapsed() < Duration::from_millis(40));
+}
+
+/// 600 tokens a minute (one per 100 ms), a burst of 600.
+static ANSWERS: Limit = Limit::new("settle-answers", Rate::per_minute::<600>());
+
+#[derive(serde::Deserialize)]
+struct Ask {
+    user: String,
+    used: u64,
+}
+
+/// The token-budget pattern: 100 tokens up front, the rest of `used` after the answer,
+/// charged on the limiter that served the request (the `Flux` extractor).
+#[rate_limit(limit = &ANSWERS, key = ask.user, cost = 100u32)]
+async fn complete(flux: Flux, Query(ask): Query<Ask>) -> String {
+    let charged = flux
+        .charge(ask.user.as_str(), &ANSWERS, ask.used.saturating_sub(100))
+        .await;
+    format!("{}", charged.retry_after.as_millis())
+}
+
+/// Over HTTP, on tokio's paused clock: the debt shows as the next request's `Retry-After`,
+/// and the request passes once exactly that much time has gone by.
+#[tokio::test(start_paused = true)]
+async fn a_handler_settles_and_the_next_request_waits_for_the_debt() {
+    let app = Router::new()
+        .route("/complete", get(complete))
+        .layer(Extension(flux::testing::memory()));
+    let ask = |used: u64| {
+        let app = app.clone();
+        async move {
+            let request = Request::get(format!("/complete?user=ann&used={used}"))
+                .body(Body::empty())
+                .expect("a valid request");
+            let response = app.oneshot(request).await.expect("routers never fail");
+            let status = response.status();
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().expect("ascii").to_owned());
+            let body = to_bytes(response.into_body(), 1 << 16)
+                .await
+                .expect("a body");
+            (
+                status,
+                retry,
+                String::from_utf8(body.to_vec()).expect("utf-8"),
+            )
+        }
+    };
+    // 900 tokens used: 300 past the burst. The next request (100 tokens) waits for the
+    // 300 owed and its own 100: 40 s.
+    let (status, _, body) = ask(900).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "30100", "the charge's wait, for a request of cost 1");
+    let (status, retry, _) = ask(100).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry.as_deref(), Some("40"));
+    tokio::time::advance(Duration::from_millis(39_999)).await;
+    assert_eq!(ask(100).await.0, StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(ask(100).await.0, StatusCode::OK);
 }

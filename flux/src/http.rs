@@ -260,6 +260,32 @@ impl std::ops::Deref for Serving {
     }
 }
 
+/// The limiter serving a request, as an axum extractor: the [`Flux`] in its extensions
+/// (inserted by [`FluxLayer::flux`](crate::FluxLayer::flux) or `Extension(flux)`), else the
+/// process-wide one; the same that `#[rate_limit]` checks with. A handler charges a cost
+/// known after the work with it ([`Flux::charge`]), on the buckets its check used.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use flux::{Flux, Limit, Rate};
+///
+/// static ROWS: Limit = Limit::new("rows", Rate::per_minute::<100_000>());
+///
+/// async fn export(flux: Flux) -> String {
+///     let rows = 1_234; // known once the export is done
+///     flux.charge("tenant-7", &ROWS, rows).await;
+///     format!("{rows} rows")
+/// }
+/// let app: Router = Router::new().route("/export", get(export));
+/// ```
+impl<S: Send + Sync> FromRequestParts<S> for Flux {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Flux::clone(&Serving::of(parts)))
+    }
+}
+
 /// Not public API (reached through `__private`): what a rate-limited handler needs from its
 /// request besides its key: the limiter serving it and, when `IP` (the handler is keyed by
 /// address) or when the limiter exempts addresses, the client's address. Never rejects:
