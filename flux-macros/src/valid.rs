@@ -507,4 +507,45 @@ mod tests {
         assert!(messages[0].starts_with("missing `rate`"), "{messages:?}");
         assert_eq!(messages[1..], [LimitError::ZeroBurst.to_string()]);
     }
+
+    #[test]
+    fn a_computed_limit_excludes_rate_burst_and_name() {
+        let stack =
+            stack_of(vec![quote!(limit = user.plan.limit(), key = user.id)]).expect("valid");
+        assert!(matches!(stack.limits[0].source, LimitSource::Expr(_)));
+        assert!(stack.limits[0].per_request() && stack.limits[0].cost.is_none());
+        let conflicts = messages(stack_of(vec![quote!(
+            limit = &FREE,
+            rate = "1/s",
+            burst = 2,
+            name = "x"
+        )]));
+        assert_eq!(conflicts.len(), 3, "{conflicts:?}");
+        assert!(
+            conflicts
+                .iter()
+                .all(|m| m.contains("conflicts with `limit = ...`"))
+        );
+        assert_eq!(
+            messages(stack_of(vec![quote!(limit = &FREE, cost = 0)])),
+            [LimitError::ZeroCost.to_string()]
+        );
+    }
+
+    #[test]
+    fn a_computed_cost_is_left_to_the_run_time_a_literal_is_not() {
+        let stack = stack_of(vec![quote!(rate = "10/s", cost = body.items.len())]).expect("valid");
+        assert!(matches!(stack.limits[0].cost, Some(Cost::Expr(_))));
+        assert!(stack.limits[0].per_request());
+        let fixed = stack_of(vec![quote!(rate = "10/s", cost = 2)]).expect("valid");
+        assert!(!fixed.limits[0].per_request());
+        for attr in [
+            quote!(rate = "10/s", cost = -1),
+            quote!(rate = "10/s", cost = 1.5),
+            quote!(rate = "10/s", cost = 11),
+            quote!(limit = "10/s"),
+        ] {
+            assert_eq!(messages(stack_of(vec![attr])).len(), 1);
+        }
+    }
 }
