@@ -36,8 +36,9 @@ use crate::{Error, FailurePolicy, Flux, Key, Limit, Source, ToKey};
 pub struct Charged {
     /// Whole tokens left in the bucket after the charge (0 while the client is in debt).
     pub remaining: u32,
-    /// How long until a request of the limit's own cost is admitted again: zero when tokens
-    /// are left, else the debt plus that cost, refilled at the limit's rate.
+    /// How long until a request of the limit's own cost is admitted again: zero when that
+    /// many tokens are left, else the time to refill the debt and that cost at the limit's
+    /// rate.
     pub retry_after: Duration,
     /// How long until the bucket is full again.
     pub reset_after: Duration,
