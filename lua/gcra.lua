@@ -24,11 +24,8 @@
 -- the time until its bucket is full again (so idle clients cost no memory); on denial nothing
 -- is written.
 
-if redis.replicate_commands then
-  -- Redis < 5: TIME is non-deterministic; replicate effects, not the script.
-  -- (Redis 7 always does and keeps this call as a no-op.)
-  pcall(redis.replicate_commands)
-end
+-- Needs Redis 5 or later, which replicates a script's effects (its writes), not the script:
+-- TIME makes it non-deterministic.
 
 local now = tonumber(ARGV[1])
 if not now then
@@ -36,12 +33,16 @@ if not now then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
+-- Locals, not table lookups, in the loops: every instruction counts once per check.
+local floor, max = math.floor, math.max
+local format = string.format
 local result = {}
 local r = 0 -- values written to result so far
 local k = 0 -- keys of the checks before this one
 local a = 2 -- ARGV index of this check's key count
-local tats = {}
-while a <= #ARGV do
+local argc = #ARGV
+local tats, tols, incs = {}, {}, {}
+while a <= argc do
   local n = tonumber(ARGV[a])
   local want = 1
   if not n then
@@ -55,21 +56,27 @@ while a <= #ARGV do
     if stored == nil or stored < now then
       stored = now
     end
-    tats[i] = stored
-    local q = p + 3 * (i - 1)
-    local fits = math.floor((now + tonumber(ARGV[q + 1]) - stored) / tonumber(ARGV[q + 2]))
-    if fits < allowed then
-      allowed = math.max(0, fits)
+    local q = p + 3 * i - 3
+    local tolerance = tonumber(ARGV[q + 1])
+    local increment = tonumber(ARGV[q + 2])
+    tats[i], tols[i], incs[i] = stored, tolerance, increment
+    if want == 1 then
+      if stored + increment - tolerance > now then
+        allowed = 0
+      end
+    else
+      -- A lease: as many checks as fit, `stored + fits x increment - tolerance <= now`.
+      local fits = floor((now + tolerance - stored) / increment)
+      if fits < allowed then
+        allowed = max(0, fits)
+      end
     end
   end
   result[r + 1] = allowed
   for i = 1, n do
-    local q = p + 3 * (i - 1)
-    local interval = tonumber(ARGV[q])
-    local tolerance = tonumber(ARGV[q + 1])
-    local increment = tonumber(ARGV[q + 2])
-    local tat = tats[i]
-    local new_tat = tat + increment * math.max(1, allowed)
+    local interval = tonumber(ARGV[p + 3 * i - 3])
+    local tat, tolerance = tats[i], tols[i]
+    local new_tat = tat + incs[i] * max(1, allowed)
     local retry_after = new_tat - tolerance - now
     if retry_after < 0 then
       retry_after = 0
@@ -77,12 +84,12 @@ while a <= #ARGV do
     local o = r + 3 * i - 1
     if allowed > 0 then
       local ttl = new_tat - now
-      -- string.format keeps all digits (a bare number would become "1.7e+15").
-      redis.call('SET', KEYS[k + i], string.format('%d', new_tat), 'PX', math.max(1, math.ceil(ttl / 1000)))
-      result[o] = math.floor((tolerance - ttl) / interval)
+      -- format keeps all digits (a bare number would become "1.7e+15"); PX rounds up.
+      redis.call('SET', KEYS[k + i], format('%d', new_tat), 'PX', max(1, floor((ttl + 999) / 1000)))
+      result[o] = floor((tolerance - ttl) / interval)
       result[o + 2] = ttl
     else
-      result[o] = math.max(0, math.floor((tolerance - (tat - now)) / interval))
+      result[o] = max(0, floor((tolerance - (tat - now)) / interval))
       result[o + 2] = tat - now
     end
     result[o + 1] = retry_after

@@ -169,12 +169,13 @@ async fn stacked_limits_are_exact_for_300_clients_on_every_master() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limiters_on_a_cluster_count_each_other() {
     let cluster = RedisCluster::start(3, 0);
-    let flux = on_cluster(&cluster, "fleet")
-        .build()
-        .expect("valid configuration");
-    let other = on_cluster(&cluster, "fleet")
-        .build()
-        .expect("valid configuration");
+    let build = || {
+        on_cluster(&cluster, "fleet")
+            .failure_policy(FailurePolicy::Local)
+            .build()
+            .expect("valid configuration")
+    };
+    let (flux, other) = (build(), build());
     let fleet = limit("fleet", Rate::per_second::<100>(), 100);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

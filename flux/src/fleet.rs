@@ -1,8 +1,9 @@
 //! The fleet: how many live instances share this limiter's Redis, and each one's share of a
 //! limit while Redis is unavailable.
 //!
-//! Every Redis-backed [`Flux`](crate::Flux) announces itself with a heartbeat (see
-//! `redis_store/fleet.rs`): a background task, started by the first check, that calls
+//! Every Redis-backed [`Flux`](crate::Flux) whose checks may fall back to `Local` (its
+//! policy, or a check's own) announces itself with a heartbeat (see `redis_store/fleet.rs`):
+//! a background task, started by the first such check, that calls
 //! `lua/fleet.lua` once a second and learns the number `N` of instances whose heartbeat has
 //! not expired (3 s). When Redis becomes unavailable, the `Local` failure policy limits each
 //! instance to its share of every limit, so that the fleet as a whole stays near the limit

@@ -47,7 +47,8 @@ pub struct Health {
     pub last_error: Option<LastError>,
     /// Live instances sharing the Redis (this one included) at the last heartbeat that Redis
     /// answered: during an outage the `local` policy gives each instance this share of every
-    /// limit. `None` on the in-memory backend and before the first heartbeat.
+    /// limit. `None` on the in-memory backend, before the first heartbeat, and when no check
+    /// may fall back to `local` (only those announce the instance).
     pub fleet_instances: Option<u32>,
 }
 

@@ -39,6 +39,13 @@
 //! Several limits checked together (stacked `#[rate_limit]` attributes, or
 //! [`Flux::check_all`]) are decided in one call, all or nothing: if one denies, none is charged.
 //!
+//! ## Tiers and costs known later
+//!
+//! `#[rate_limit(limit = user.plan.limit(), cost = body.items.len(), key = user.id)]` takes
+//! the limit and the cost from each request (a cost no bucket can admit is refused with its
+//! reason, see [`RateLimited::reason`]), and [`Flux::charge`] settles a cost known only after
+//! the response, into debt: the client's next requests wait until it has refilled.
+//!
 //! ## When Redis is slow or down
 //!
 //! Every Redis call has a deadline (default 50 ms). After 3 consecutive failures a circuit
@@ -100,9 +107,11 @@ mod lease;
 mod limit;
 mod limiter;
 mod memory;
+mod per_request;
 mod policy;
 mod proxy;
 mod redis_store;
+mod settle;
 mod slots;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -126,6 +135,7 @@ pub use crate::policy::FailurePolicy;
 // benchmarks.
 #[doc(hidden)]
 pub use crate::redis_store::set_one_call_batches;
+pub use crate::settle::Charged;
 pub use flux_core::{
     ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,
 };

@@ -191,6 +191,11 @@ impl Flux {
         self.inner.memory.now_micros()
     }
 
+    /// The per-process buckets: the in-memory backend's, or the `Local` policy's.
+    pub(crate) fn memory(&self) -> &MemoryStore {
+        &self.inner.memory
+    }
+
     /// This process' concurrency slots.
     pub(crate) fn slot_table(&self) -> &SlotTable {
         &self.inner.slots
@@ -201,7 +206,7 @@ impl Flux {
         self.inner.shadow
     }
 
-    fn is_redis(&self) -> bool {
+    pub(crate) fn is_redis(&self) -> bool {
         matches!(self.inner.backend, Backend::Redis(_))
     }
 
@@ -217,7 +222,10 @@ impl Flux {
         let Backend::Redis(redis) = &self.inner.backend else {
             return self.local(key, limits, &plan, None, Source::Backend);
         };
-        redis.ensure_heartbeat(&self.inner.prefix);
+        if policy == FailurePolicy::Local {
+            // Only checks that may fall back to `local` need the fleet's count (fleet.rs).
+            redis.ensure_heartbeat(&self.inner.prefix);
+        }
         // Leased tokens first: they are out of the bucket already, outage or not (lease.rs).
         let want = crate::lease::want(limits);
         let refill = if want > 1 {
