@@ -180,7 +180,7 @@ async fn three_instances_at_three_times_the_limit_admit_within_the_bound() {
     println!(
         "leasing, 3 instances, /leased 100/s burst 50 lease 10, {sent} requests in {elapsed:.2?} \
          ({:.1}x the limit): {admitted} admitted, bound {bound:.0} ({:.3} of it); \
-         {calls} script calls ({:.3} per request, heartbeats included)",
+         {calls} script calls ({:.3} per request)",
         sent as f64 / elapsed.as_secs_f64() / 100.0,
         admitted as f64 / bound,
         calls as f64 / sent as f64,
