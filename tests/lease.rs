@@ -51,6 +51,46 @@ async fn checks(flux: &Flux, limit: &Limit, n: usize) -> (u32, u32, u32) {
     (admitted, leased, fallback)
 }
 
+/// The script itself, at explicit times: a lease (`"n:want"`) takes as many checks as every
+/// bucket of the check holds, at most `want`, and a plain check after it sees what is left.
+#[test]
+fn the_script_takes_what_every_bucket_holds() {
+    let server = RedisServer::start();
+    let client = redis::Client::open(server.url()).expect("valid URL");
+    let mut conn = client.get_connection().expect("connection");
+    let script = redis::Script::new(include_str!("../lua/gcra.lua"));
+    // One token a second (so that the keys outlive the test: their TTL is real time);
+    // `burst` tokens; a check of one token.
+    const SEC: u64 = 1_000_000;
+    let mut call = |keys: &[&str], bursts: &[u64], now: u64, count: &str| -> Vec<i64> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        invocation.arg(now).arg(count);
+        for burst in bursts {
+            invocation.arg(SEC).arg(burst * SEC).arg(SEC);
+        }
+        invocation.invoke(&mut conn).expect("the script answers")
+    };
+    let t = 1_000 * SEC;
+    // 10 tokens: a lease of 4 takes 4 (6 left), one of 10 takes the 6, the next none.
+    assert_eq!(call(&["a"], &[10], t, "1:4")[..2], [4, 6]);
+    assert_eq!(call(&["a"], &[10], t, "1:10")[..2], [6, 0]);
+    assert_eq!(
+        call(&["a"], &[10], t, "1:10"),
+        [0, 0, SEC as i64, 10 * SEC as i64]
+    );
+    // 2.5 s later: 2 tokens; a plain check takes one, the lease the other.
+    assert_eq!(call(&["a"], &[10], t + 5 * SEC / 2, "1")[0], 1);
+    assert_eq!(call(&["a"], &[10], t + 5 * SEC / 2, "1:10")[0], 1);
+    assert_eq!(call(&["a"], &[10], t + 5 * SEC / 2, "1")[0], 0);
+    // Two buckets, 10 and 3 tokens: the lease takes 3 from each.
+    let both = call(&["b", "c"], &[10, 3], t, "2:5");
+    assert_eq!((both[0], both[1], both[4]), (3, 7, 0));
+    assert_eq!(call(&["b"], &[10], t, "1:10")[0], 7, "b gave 3");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leased_tokens_come_out_of_the_bucket() {
     let server = RedisServer::start();
