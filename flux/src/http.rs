@@ -41,8 +41,9 @@ fn push_policy_name(out: &mut String, limit: &Limit) {
 
 impl Decision {
     /// Adds the RateLimit header fields (and `Retry-After` on a denial) for this decision,
-    /// whose deciding limit is `limits[self.index]`. Decisions of a failure policy carry
-    /// no bucket state and add nothing.
+    /// whose deciding limit is `limits[self.index]`. Decisions of a failure policy, and
+    /// exempt ones (an exempt client, limits turned off by an override), carry no bucket
+    /// state and add nothing.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
@@ -58,7 +59,10 @@ impl Decision {
     /// # Ok(()) }
     /// ```
     pub fn write_headers(&self, limits: &[Limit], headers: &mut HeaderMap) {
-        if matches!(self.source, Source::FailOpen | Source::FailClosed) {
+        if matches!(
+            self.source,
+            Source::FailOpen | Source::FailClosed | Source::Exempt
+        ) {
             return;
         }
         let Some(limit) = limits.get(self.index) else {

@@ -83,6 +83,7 @@
 //! - The `testing` feature: `flux::testing::memory()`, an in-memory limiter on tokio's clock,
 //!   to prove a handler's limit in a unit test with `tokio::time::advance`.
 
+mod admin;
 mod breaker;
 mod builder;
 mod concurrency;
@@ -97,9 +98,12 @@ mod layer;
 mod limit;
 mod limiter;
 mod memory;
+mod overrides;
+mod overrides_file;
 mod policy;
 mod proxy;
 mod redis_store;
+mod registry;
 mod slots;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -117,6 +121,7 @@ pub use crate::layer::{FluxLayer, FluxService};
 pub use crate::limit::Limit;
 pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
+pub use crate::overrides::{Override, Setting};
 pub use crate::policy::FailurePolicy;
 pub use flux_core::{
     ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,

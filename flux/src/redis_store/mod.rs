@@ -6,6 +6,8 @@
 
 mod batch;
 mod nodes;
+// Runtime overrides, the registry of declared limits and `peek` (see that file).
+pub(crate) mod overrides;
 
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
@@ -74,6 +76,8 @@ enum Conn {
         client: Box<ClusterClient>,
         conn: OnceCell<ClusterConnection>,
         nodes: Arc<NodeMap>,
+        /// The node URLs given, for the override subscription (`overrides`).
+        urls: Vec<String>,
     },
 }
 
@@ -159,6 +163,7 @@ impl RedisStore {
                 client: Box::new(client),
                 conn: OnceCell::new(),
                 nodes: Arc::new(NodeMap::new()),
+                urls: urls.to_vec(),
             },
             breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
             deadline,
