@@ -251,7 +251,11 @@ mod tests {
     fn settings_are_checked_before_anything_is_stored() {
         assert_eq!(setting("off", None, None), Ok(Setting::Off));
         assert!(setting("off", Some(3), None).is_err());
-        assert!(setting("fast", None, None).unwrap_err().contains("bad rate"));
+        assert!(
+            setting("fast", None, None)
+                .unwrap_err()
+                .contains("bad rate")
+        );
         let costly = Limit::named("x", Rate::per_second::<10>())
             .with_cost(5)
             .expect("valid");

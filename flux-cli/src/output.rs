@@ -28,7 +28,9 @@ pub(crate) fn limits(limits: &[Limit], overrides: &[Override]) -> String {
     };
     for limit in limits {
         let name = limit.name();
-        let wide = overrides.iter().find(|o| o.limit == name && o.key.is_none());
+        let wide = overrides
+            .iter()
+            .find(|o| o.limit == name && o.key.is_none());
         row(name, "*", Some(limit), wide);
         for o in overrides.iter().filter(|o| o.limit == name) {
             if let Some(key) = &o.key {
@@ -100,7 +102,11 @@ pub(crate) fn inspect(
         declared.burst(),
         declared.cost()
     );
-    let _ = writeln!(out, "override: {}", in_force.map_or_else(|| "-".to_owned(), setting));
+    let _ = writeln!(
+        out,
+        "override: {}",
+        in_force.map_or_else(|| "-".to_owned(), setting)
+    );
     if in_force.is_some_and(|o| o.setting == Setting::Off) || decision.source == Source::Exempt {
         out.push_str("tokens: unlimited\nfull_in_ms: 0\n");
         return out;
@@ -111,7 +117,10 @@ pub(crate) fn inspect(
         .checked_div(decision.capacity.max(1))
         .unwrap_or_default();
     let (tokens, full_in) = if decision.allowed {
-        (decision.remaining + 1, decision.reset_after.saturating_sub(interval))
+        (
+            decision.remaining + 1,
+            decision.reset_after.saturating_sub(interval),
+        )
     } else {
         (decision.remaining, decision.reset_after)
     };

@@ -138,9 +138,12 @@ impl Flux {
             match Override::parse(&f, &v) {
                 Ok(o) if !crate::redis_store::overrides::expired(&o) => list.push(o),
                 Ok(_) => {}
-                Err(e) => self.inner.overrides.warn_once(&format!("{key}\n{f}\n{v}"), || {
-                    format!("malformed override {f:?} in Redis hash {key} ignored: {e}")
-                }),
+                Err(e) => self
+                    .inner
+                    .overrides
+                    .warn_once(&format!("{key}\n{f}\n{v}"), || {
+                        format!("malformed override {f:?} in Redis hash {key} ignored: {e}")
+                    }),
             }
         }
         list.sort_by(|a, b| (&a.limit, &a.key).cmp(&(&b.limit, &b.key)));
@@ -155,7 +158,9 @@ impl Flux {
         for (name, value) in self.redis()?.hash(&key).await? {
             match crate::registry::parse(&name, &value) {
                 Ok(limit) => list.push(limit),
-                Err(e) => tracing::warn!(target: "flux", "malformed entry {name:?} in {key} ignored: {e}"),
+                Err(e) => {
+                    tracing::warn!(target: "flux", "malformed entry {name:?} in {key} ignored: {e}")
+                }
             }
         }
         list.sort_by(|a, b| a.name().cmp(b.name()));

@@ -418,7 +418,12 @@ impl Plan {
 
 /// One decision from per-bucket outcomes: on denial the bucket with the longest wait, on
 /// admission the one with the fewest tokens left.
-pub(crate) fn summarize(allowed: bool, buckets: &[Bucket], limits: &[Limit], source: Source) -> Decision {
+pub(crate) fn summarize(
+    allowed: bool,
+    buckets: &[Bucket],
+    limits: &[Limit],
+    source: Source,
+) -> Decision {
     let index = if allowed {
         (0..buckets.len()).min_by_key(|&i| buckets[i].remaining)
     } else {

@@ -421,7 +421,10 @@ mod tests {
             },
         )
         .for_key("alice");
-        assert_eq!((o.field().as_str(), o.value().as_str()), ("api@alice", "3/s burst=5"));
+        assert_eq!(
+            (o.field().as_str(), o.value().as_str()),
+            ("api@alice", "3/s burst=5")
+        );
         assert_eq!(Override::parse(&o.field(), &o.value()), Ok(o));
         let timed = Override::new("api", Setting::Off).expires_in(Duration::from_secs(60));
         let back = Override::parse(&timed.field(), &timed.value()).expect("parses");
@@ -450,11 +453,19 @@ mod tests {
         let o = overrides(&[("api", "3/s"), ("api@vip", "off"), ("bad", "nonsense")]);
         let plain = o.apply(&Key::new("bob"), std::slice::from_ref(&API));
         let plain = plain.expect("limit-wide override");
-        assert_eq!((plain.limits[0].burst(), plain.limits[0].rate()), (3, Rate::per_second::<3>()));
-        let vip = o.apply(&Key::new("vip"), &[API.clone(), OTHER.clone()]).expect("applies");
+        assert_eq!(
+            (plain.limits[0].burst(), plain.limits[0].rate()),
+            (3, Rate::per_second::<3>())
+        );
+        let vip = o
+            .apply(&Key::new("vip"), &[API.clone(), OTHER.clone()])
+            .expect("applies");
         assert_eq!(vip.limits.len(), 1);
         assert_eq!((vip.limits[0].name(), vip.original(0)), ("other", 1));
-        assert!(o.apply(&Key::new("bob"), std::slice::from_ref(&OTHER)).is_none());
+        assert!(
+            o.apply(&Key::new("bob"), std::slice::from_ref(&OTHER))
+                .is_none()
+        );
     }
 
     #[test]

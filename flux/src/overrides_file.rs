@@ -143,7 +143,10 @@ mod tests {
     fn mistakes_are_named() {
         for (text, says) in [
             ("[[override]]\nrate = \"3/s\"", "`limit` is missing"),
-            ("[[override]]\nlimit = \"a\"\nrate = \"3/s\"\nbrust = 3", "brust"),
+            (
+                "[[override]]\nlimit = \"a\"\nrate = \"3/s\"\nbrust = 3",
+                "brust",
+            ),
             ("[limits]\n", "unknown table"),
             ("[[override]\n", "TOML"),
         ] {

@@ -123,7 +123,10 @@ mod tests {
         registry.note(&[API.clone(), API.clone()]);
         registry.note(std::slice::from_ref(&API));
         let written = registry.take(false);
-        assert_eq!(written, [("api".to_owned(), "60/min burst=60 cost=1".to_owned())]);
+        assert_eq!(
+            written,
+            [("api".to_owned(), "60/min burst=60 cost=1".to_owned())]
+        );
         assert!(registry.take(false).is_empty());
         assert_eq!(registry.take(true).len(), 1);
         assert_eq!(parse("api", &written[0].1), Ok(API.clone()));

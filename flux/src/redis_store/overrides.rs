@@ -149,7 +149,9 @@ impl RedisStore {
             .await
             .map_err(|_| Error::Timeout(ADMIN_DEADLINE))??;
         let [secs, micros, tats @ ..] = &reply[..] else {
-            return Err(Error::Protocol("the peek script returned no time".to_owned()));
+            return Err(Error::Protocol(
+                "the peek script returned no time".to_owned(),
+            ));
         };
         if tats.len() != keys.len() {
             return Err(Error::Protocol(format!(
@@ -158,7 +160,8 @@ impl RedisStore {
                 keys.len()
             )));
         }
-        let now = u64::try_from(*secs).unwrap_or(0) * 1_000_000 + u64::try_from(*micros).unwrap_or(0);
+        let now =
+            u64::try_from(*secs).unwrap_or(0) * 1_000_000 + u64::try_from(*micros).unwrap_or(0);
         Ok((now, tats.iter().map(|&t| u64::try_from(t).ok()).collect()))
     }
 
