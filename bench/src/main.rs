@@ -39,7 +39,7 @@ use crate::redis_server::RedisServer;
 use crate::report::{Report, count, micros};
 use crate::suite::{
     HttpKeys, Sizes, part1_decisions, part1b_callers, part2_http, part3_flood, part4_outage,
-    part5_micro, part6_memory, part7_telemetry,
+    part5_micro, part6_memory, part7_telemetry, part8_overrides,
 };
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -131,8 +131,8 @@ impl Options {
                 "--only" => {
                     for part in value()?.split(',') {
                         match part.trim().parse::<u8>() {
-                            Ok(n @ 1..=7) => options.only.push(n),
-                            _ => return Err(format!("--only takes parts 1 to 7, not {part:?}")),
+                            Ok(n @ 1..=8) => options.only.push(n),
+                            _ => return Err(format!("--only takes parts 1 to 8, not {part:?}")),
                         }
                     }
                 }
@@ -282,6 +282,9 @@ fn run(options: &Options) -> Res<()> {
     }
     if options.runs(7) {
         part7_telemetry(&mut report, &sizes, &redis)?;
+    }
+    if options.runs(8) {
+        part8_overrides(&mut report, &sizes, &runtime, &redis)?;
     }
 
     report.preamble.push(format!(

@@ -28,21 +28,22 @@ impl Flux {
     /// poller of the `FLUX_OVERRIDES` file. Without a runtime yet, the next check tries.
     pub(crate) fn start_runtime(&self) {
         let overrides = &self.inner.overrides;
+        let redis = matches!(self.inner.backend, Backend::Redis(_));
+        if !redis && overrides.file.is_none() {
+            // Nothing to keep current: checks never ask again.
+            return;
+        }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             overrides.unclaim_start();
             return;
         };
-        match &self.inner.backend {
-            Backend::Redis(_) => {
-                runtime.spawn(crate::redis_store::overrides::watch(
-                    Arc::downgrade(&self.inner),
-                    Arc::clone(overrides),
-                ));
-            }
-            Backend::Memory if overrides.file.is_some() => {
-                runtime.spawn(overrides_file::watch(Arc::downgrade(overrides)));
-            }
-            Backend::Memory => {}
+        if redis {
+            runtime.spawn(crate::redis_store::overrides::watch(
+                Arc::downgrade(&self.inner),
+                Arc::clone(overrides),
+            ));
+        } else {
+            runtime.spawn(overrides_file::watch(Arc::downgrade(overrides)));
         }
     }
 

@@ -1,4 +1,4 @@
-//! The seven parts of a benchmark run, each adding one section (and its targets) to the report.
+//! The eight parts of a benchmark run, each adding one section (and its targets) to the report.
 
 mod callers;
 mod decisions;
@@ -7,6 +7,7 @@ mod http;
 mod memory;
 mod micro;
 mod outage;
+mod overrides;
 mod telemetry;
 
 use std::time::Duration;
@@ -18,6 +19,7 @@ pub(crate) use self::http::{HttpKeys, part2_http};
 pub(crate) use self::memory::part6_memory;
 pub(crate) use self::micro::part5_micro;
 pub(crate) use self::outage::part4_outage;
+pub(crate) use self::overrides::part8_overrides;
 pub(crate) use self::telemetry::part7_telemetry;
 
 use crate::driver::{BenchRun, Window};
