@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flux::{Flux, Limit, Override, Rate, Setting};
-use support::{Conn, Instance, RedisServer};
+use support::{Conn, Instance, RedisCluster, RedisServer};
 
 /// How long a change may take to reach every instance before the test fails. The promise
 /// is one second; pub/sub usually takes milliseconds. The bound is generous for a loaded
@@ -196,6 +196,36 @@ async fn overrides_survive_an_instance_restart() {
     fleet.extend(support::fleet(&redis.url(), 1).await);
     let took = until_all(&fleet, fresh, Some(4)).await;
     eprintln!("a restarted instance applied the override after {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_an_override_reaches_instances_subscribed_to_other_nodes() {
+    let cluster = RedisCluster::start(3, 0);
+    let urls = cluster.urls();
+    // Each instance subscribes on the first node of its list: two different nodes.
+    let mut reversed = urls.clone();
+    reversed.reverse();
+    let fleet: Vec<Instance> = [urls.join(","), reversed.join(",")]
+        .iter()
+        .map(|nodes| {
+            Instance::start(&[
+                ("FLUX_REDIS_CLUSTER", nodes),
+                ("FLUX_DEADLINE_MS", "2000"),
+                ("FLUX_FAILURE_POLICY", "closed"),
+            ])
+        })
+        .collect();
+    support::wait_healthy(&fleet).await;
+    until_all(&fleet, fresh, Some(50)).await;
+    let admin = Flux::builder().redis_cluster(urls).build().expect("valid");
+    admin
+        .set_override(&Override::new("one", rate("5/s", 5)))
+        .await
+        .expect("stored");
+    let took = until_all(&fleet, fresh, Some(5)).await;
+    eprintln!("cluster: override applied on 2 instances after {took:?}");
+    admin.clear_override("one", None).await.expect("cleared");
+    until_all(&fleet, fresh, Some(50)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
