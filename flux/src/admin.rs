@@ -95,6 +95,16 @@ impl Flux {
     /// before their first check. Checked limits register themselves; this is for those
     /// an operator may want to override before any request used them. Nothing on the
     /// in-memory backend. The write happens in the background.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
+    /// use flux::{Flux, Limit, Rate};
+    ///
+    /// static EXPORT: Limit = Limit::new("export", Rate::per_hour::<10>());
+    /// let flux = Flux::builder().redis("redis://127.0.0.1:6379/").install()?;
+    /// flux.register(std::slice::from_ref(&EXPORT)); // listed by `flux limits` from now on
+    /// # Ok(()) }
+    /// ```
     pub fn register(&self, limits: &[Limit]) {
         if matches!(self.inner.backend, Backend::Redis(_)) {
             if self.inner.overrides.claim_start() {

@@ -333,19 +333,19 @@ impl Overrides {
         if table.limits.is_empty() {
             return None;
         }
-        let settings: Vec<Option<Setting>> = limits
+        // Overrides of other limits cost lookups only, no allocation.
+        if limits
             .iter()
-            .map(|l| table.setting(l.name(), key))
-            .collect();
-        if settings.iter().all(Option::is_none) {
+            .all(|l| table.setting(l.name(), key).is_none())
+        {
             return None;
         }
         let mut applied = Applied {
             limits: Vec::with_capacity(limits.len()),
             index: Vec::with_capacity(limits.len()),
         };
-        for (i, (limit, setting)) in limits.iter().zip(settings).enumerate() {
-            let in_force = match setting {
+        for (i, limit) in limits.iter().enumerate() {
+            let in_force = match table.setting(limit.name(), key) {
                 None => limit.clone(),
                 Some(Setting::Off) => continue,
                 Some(Setting::Limit { rate, burst }) => self.overridden(limit, rate, burst),
