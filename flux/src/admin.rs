@@ -13,6 +13,7 @@ impl Flux {
     /// The limits in force for `key` when overrides change any of `limits` (`None`: the
     /// code's limits), after registering `limits` and starting the task that keeps the
     /// overrides current, if not done yet.
+    #[inline]
     pub(crate) fn runtime_limits(&self, key: &Key, limits: &[Limit]) -> Option<Applied> {
         let inner = &self.inner;
         if inner.overrides.claim_start() {

@@ -138,15 +138,15 @@ impl Flux {
         // Runtime overrides (admin.rs): decide with the limits in force, report by the
         // checked ones; a check whose every limit is off skips the backend.
         let applied = self.runtime_limits(&key, limits);
-        let mut decision = match &applied {
-            None => self.enforce(&key, limits, policy).await,
-            Some(a) if a.limits.is_empty() => Decision::unchecked(true, Source::Exempt),
-            Some(a) => {
-                let mut d = self.enforce(&key, &a.limits, policy).await;
-                d.index = a.original(d.index);
-                d
-            }
+        let in_force = applied.as_ref().map_or(limits, |a| &a.limits[..]);
+        let mut decision = if in_force.is_empty() {
+            Decision::unchecked(true, Source::Exempt)
+        } else {
+            self.enforce(&key, in_force, policy).await
         };
+        if let Some(a) = &applied {
+            decision.index = a.original(decision.index);
+        }
         let shadow = shadow.unwrap_or(self.inner.shadow);
         let outcome = match (decision.allowed, shadow) {
             (true, _) => Outcome::Allowed,

@@ -7,7 +7,7 @@
 //!
 //! Every instance keeps the overrides in force in memory, in one immutable [`Table`]
 //! swapped whole when they change: a check reads it without a lock, and when no override
-//! exists at all (the usual case) costs one atomic load and one comparison. What wins for a
+//! exists at all (the usual case) pays one atomic load of a flag. What wins for a
 //! client: an override for its key, else one for the whole limit, else the code's limit.
 //!
 //! The stored form, shared by the Redis hash, the registry of declared limits and the
@@ -274,6 +274,9 @@ impl Applied {
 /// whether the task that keeps them current runs, and the limits it registers.
 pub(crate) struct Overrides {
     table: ArcSwap<Table>,
+    /// Whether `table` holds no override: the check path's one load when none exists
+    /// (cheaper than loading the table itself).
+    empty: AtomicBool,
     /// Malformed entries already logged, so each distinct one is logged once.
     warned: Mutex<HashSet<String>>,
     started: AtomicBool,
@@ -287,6 +290,7 @@ impl Overrides {
     pub(crate) fn new(file: Option<std::path::PathBuf>) -> Overrides {
         Overrides {
             table: ArcSwap::from_pointee(Table::default()),
+            empty: AtomicBool::new(true),
             warned: Mutex::new(HashSet::new()),
             started: AtomicBool::new(false),
             file,
@@ -299,7 +303,9 @@ impl Overrides {
         if **self.table.load() == table {
             return false;
         }
+        let empty = table.limits.is_empty();
         self.table.store(Arc::new(table));
+        self.empty.store(empty, Ordering::Release);
         true
     }
 
@@ -310,6 +316,7 @@ impl Overrides {
     }
 
     /// Claims the start of the task that keeps the table current: true once.
+    #[inline]
     pub(crate) fn claim_start(&self) -> bool {
         !self.started.load(Ordering::Relaxed) && !self.started.swap(true, Ordering::AcqRel)
     }
@@ -328,11 +335,16 @@ impl Overrides {
     }
 
     /// The limits in force for `key`, or `None` when no override touches `limits`.
+    #[inline]
     pub(crate) fn apply(&self, key: &Key, limits: &[Limit]) -> Option<Applied> {
-        let table = self.table.load();
-        if table.limits.is_empty() {
+        if self.empty.load(Ordering::Acquire) {
             return None;
         }
+        self.apply_table(key, limits)
+    }
+
+    fn apply_table(&self, key: &Key, limits: &[Limit]) -> Option<Applied> {
+        let table = self.table.load();
         // Overrides of other limits cost lookups only, no allocation.
         if limits
             .iter()
