@@ -1,22 +1,28 @@
--- Flux: token bucket stored as GCRA, several limits decided all or nothing.
+-- Flux: token bucket stored as GCRA, one or more checks per call, each of one or more limits
+-- decided all or nothing.
 -- The algorithm and its quantities are documented in flux/src/gcra.rs, which computes the
 -- same integers in Rust for the in-memory backend.
 --
--- KEYS[i]   bucket key of limit i: "<prefix>:{<client>}:<limit name>" (one hash tag per call)
+-- A call decides a batch of checks: the checks that queued up while the connection was busy
+-- share one entry into Lua and one TIME (most calls carry a single check). Checks are decided
+-- in order, so a later check sees an earlier one's writes, exactly as separate calls would.
+--
+-- KEYS      the bucket keys of every check, check after check. A check's keys are those of
+--           one client: "<prefix>:{<client>}:<limit name>" (one hash tag per check; a batch on
+--           a cluster holds checks of one slot only)
 -- ARGV[1]   now in microseconds, or "" to read the Redis server clock (TIME). Production
 --           always sends ""; an explicit value is for tests that drive time.
--- ARGV[3i-1], ARGV[3i], ARGV[3i+1]   for limit i: emission interval T, tolerance
+-- then, per check: its number of keys n, then per key: emission interval T, tolerance
 --           tau = burst x T, increment = cost x T (integer microseconds)
 --
--- Returns { allowed (1|0), then for each limit i: remaining, retry_after_us, reset_after_us }.
--- On admission every key is set to its new TAT with `SET key tat PX ttl`, ttl = the time until
--- its bucket is full again (so idle clients cost no memory); on denial nothing is written.
+-- Returns, check after check: { allowed (1|0), then per key: remaining, retry_after_us,
+-- reset_after_us }.
+-- On admission every key of the check is set to its new TAT with `SET key tat PX ttl`, ttl =
+-- the time until its bucket is full again (so idle clients cost no memory); on denial nothing
+-- is written.
 
-if redis.replicate_commands then
-  -- Redis < 5: TIME is non-deterministic; replicate effects, not the script.
-  -- (Redis 7 always does and keeps this call as a no-op.)
-  pcall(redis.replicate_commands)
-end
+-- Needs Redis 5 or later, which replicates a script's effects (its writes), not the script:
+-- TIME makes it non-deterministic.
 
 local now = tonumber(ARGV[1])
 if not now then
@@ -24,43 +30,56 @@ if not now then
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
-local n = #KEYS
-local tats = {}
-local allowed = 1
-for i = 1, n do
-  local stored = tonumber(redis.call('GET', KEYS[i]))
-  if stored == nil or stored < now then
-    stored = now
+-- Locals, not table lookups, in the loops: every instruction counts once per check.
+local floor, max = math.floor, math.max
+local format = string.format
+local result = {}
+local r = 0 -- values written to result so far
+local k = 0 -- keys of the checks before this one
+local a = 2 -- ARGV index of this check's key count
+local argc = #ARGV
+local tats, tols, incs = {}, {}, {}
+while a <= argc do
+  local n = tonumber(ARGV[a])
+  local p = a + 1 -- ARGV index of this check's first interval
+  local allowed = 1
+  for i = 1, n do
+    local stored = tonumber(redis.call('GET', KEYS[k + i]))
+    if stored == nil or stored < now then
+      stored = now
+    end
+    local q = p + 3 * i - 3
+    local tolerance = tonumber(ARGV[q + 1])
+    local increment = tonumber(ARGV[q + 2])
+    tats[i], tols[i], incs[i] = stored, tolerance, increment
+    if stored + increment - tolerance > now then
+      allowed = 0
+    end
   end
-  tats[i] = stored
-  local tolerance = tonumber(ARGV[3 * i])
-  local increment = tonumber(ARGV[3 * i + 1])
-  if stored + increment - tolerance > now then
-    allowed = 0
+  result[r + 1] = allowed
+  for i = 1, n do
+    local interval = tonumber(ARGV[p + 3 * i - 3])
+    local tat, tolerance = tats[i], tols[i]
+    local new_tat = tat + incs[i]
+    local retry_after = new_tat - tolerance - now
+    if retry_after < 0 then
+      retry_after = 0
+    end
+    local o = r + 3 * i - 1
+    if allowed == 1 then
+      local ttl = new_tat - now
+      -- format keeps all digits (a bare number would become "1.7e+15"); PX rounds up.
+      redis.call('SET', KEYS[k + i], format('%d', new_tat), 'PX', max(1, floor((ttl + 999) / 1000)))
+      result[o] = floor((tolerance - ttl) / interval)
+      result[o + 2] = ttl
+    else
+      result[o] = max(0, floor((tolerance - (tat - now)) / interval))
+      result[o + 2] = tat - now
+    end
+    result[o + 1] = retry_after
   end
-end
-
-local result = { allowed }
-for i = 1, n do
-  local interval = tonumber(ARGV[3 * i - 1])
-  local tolerance = tonumber(ARGV[3 * i])
-  local increment = tonumber(ARGV[3 * i + 1])
-  local tat = tats[i]
-  local new_tat = tat + increment
-  local retry_after = new_tat - tolerance - now
-  if retry_after < 0 then
-    retry_after = 0
-  end
-  if allowed == 1 then
-    local ttl = new_tat - now
-    -- string.format keeps all digits (a bare number would become "1.7e+15").
-    redis.call('SET', KEYS[i], string.format('%d', new_tat), 'PX', math.max(1, math.ceil(ttl / 1000)))
-    result[3 * i - 1] = math.floor((tolerance - ttl) / interval)
-    result[3 * i + 1] = ttl
-  else
-    result[3 * i - 1] = math.max(0, math.floor((tolerance - (tat - now)) / interval))
-    result[3 * i + 1] = tat - now
-  end
-  result[3 * i] = retry_after
+  r = r + 1 + 3 * n
+  k = k + n
+  a = p + 3 * n
 end
 return result

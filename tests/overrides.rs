@@ -245,6 +245,33 @@ async fn peek_answers_as_a_check_would_and_consumes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_settles_in_the_limit_in_force() {
+    static BUDGET: Limit = Limit::new("budget", Rate::per_second::<10>());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("overrides.toml");
+    std::fs::write(
+        &file,
+        "[[override]]\nlimit = \"budget\"\nrate = \"1/s\"\nburst = 1\n\n\
+         [[override]]\nlimit = \"budget\"\nkey = \"free\"\nrate = \"off\"\n",
+    )
+    .expect("write the file");
+    let flux = Flux::builder()
+        .overrides_file(&file)
+        .build()
+        .expect("valid");
+    // Under 1/s burst 1, one token charged empties the bucket: the next check waits ~1 s
+    // (under the code's 10/s it would pass with 9 left).
+    assert!(flux.charge("alice", &BUDGET, 1).await.recorded());
+    let d = flux.check("alice", &BUDGET).await;
+    assert!(!d.allowed, "{d:?}");
+    assert!(d.retry_after > Duration::from_millis(800), "{d:?}");
+    // Off for one key: nothing to charge.
+    let off = flux.charge("free", &BUDGET, 5).await;
+    assert!(!off.recorded());
+    assert!(flux.check("free", &BUDGET).await.allowed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_memory_backend_reads_its_overrides_file_again_when_it_changes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("overrides.toml");

@@ -16,9 +16,9 @@ use crate::stats::{Cpu, Hist, Summary, children_cpu, self_cpu};
 pub(crate) static DECISION_LIMIT: Limit =
     Limit::new("bench::decisions", Rate::per_second::<1_000_000>());
 
-/// The GCRA arguments of [`DECISION_LIMIT`] as the script takes them (µs): emission
-/// interval, tolerance, increment.
-pub(crate) const DECISION_ARGV: [&str; 3] = ["1", "1000000", "1"];
+/// The arguments after `now` of one check of [`DECISION_LIMIT`] as the script takes them:
+/// the check's key count (1), then its emission interval, tolerance and increment (µs).
+pub(crate) const DECISION_ARGV: [&str; 4] = ["1", "1", "1000000", "1"];
 
 /// What each caller does in a loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,8 +38,8 @@ use crate::http::{Group, load};
 use crate::redis_server::RedisServer;
 use crate::report::{Report, count, micros};
 use crate::suite::{
-    HttpKeys, Sizes, part1_decisions, part1b_callers, part2_http, part3_flood, part4_outage,
-    part5_micro, part6_memory, part7_telemetry, part8_overrides,
+    HttpKeys, Sizes, part1_decisions, part1b_callers, part1c_batching, part2_http, part3_flood,
+    part4_outage, part5_micro, part6_memory, part7_telemetry, part8_overrides,
 };
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -258,6 +258,7 @@ fn run(options: &Options) -> Res<()> {
     if options.runs(1) {
         part1_decisions(&mut report, &sizes, &runtime, &flux, &redis, &sha)?;
         part1b_callers(&mut report, &sizes, &runtime, &flux, &redis, &sha)?;
+        part1c_batching(&mut report, &sizes, &runtime, &flux, &redis)?;
     }
     if options.runs(2) {
         part2_http(

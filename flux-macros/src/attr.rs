@@ -16,8 +16,8 @@ use crate::diag::{Errors, list, unknown_option};
 use flux_core::Rate;
 
 /// The options `#[rate_limit]` accepts, in the order the docs list them.
-const OPTIONS: [&str; 10] = [
-    "rate", "burst", "cost", "key", "name", "on_error", "mode", "exempt", "deny", "crate",
+const OPTIONS: [&str; 11] = [
+    "rate", "burst", "limit", "cost", "key", "name", "on_error", "mode", "exempt", "deny", "crate",
 ];
 
 /// The options `#[concurrency_limit]` accepts, in the order the docs list them.
@@ -66,6 +66,17 @@ pub(crate) enum KeySpec {
     Expr(Box<Expr>),
 }
 
+/// `cost = ...`: tokens each request takes.
+#[derive(Clone)]
+pub(crate) enum Cost {
+    /// An integer literal, checked against the burst at compile time (when the burst is
+    /// known there).
+    Literal(u32),
+    /// Any expression over the fn's arguments yielding a primitive integer, evaluated
+    /// (borrowed) before the body and checked per request.
+    Expr(Box<Expr>),
+}
+
 /// `on_error = "..."`: `flux::FailurePolicy`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Policy {
@@ -108,7 +119,9 @@ pub(crate) struct Args {
     pub(crate) kind: Kind,
     pub(crate) rate: Slot<Rate>,
     pub(crate) burst: Slot<u32>,
-    pub(crate) cost: Slot<u32>,
+    /// `limit = EXPR`: the `Limit` to apply, computed per request, instead of rate and burst.
+    pub(crate) limit: Slot<Box<Expr>>,
+    pub(crate) cost: Slot<Cost>,
     pub(crate) name: Slot<String>,
     pub(crate) key: Slot<KeySpec>,
     pub(crate) on_error: Slot<Policy>,
@@ -178,7 +191,8 @@ pub(crate) fn parse(kind: Kind, tokens: TokenStream, errors: &mut Errors) -> Arg
             "burst" => args.burst = parse_count(&value, "burst").map_err(&mut invalid).ok(),
             "max" => args.max = parse_count(&value, "max").map_err(&mut invalid).ok(),
             "lease" => args.lease = parse_lease(&value).map_err(&mut invalid).ok(),
-            "cost" => args.cost = parse_count(&value, "cost").map_err(&mut invalid).ok(),
+            "cost" => args.cost = parse_cost(value).map_err(&mut invalid).ok(),
+            "limit" => args.limit = parse_limit(value).map_err(&mut invalid).ok(),
             "name" => args.name = parse_name(&value).map_err(&mut invalid).ok(),
             "key" => args.key = parse_key(value).map_err(&mut invalid).ok(),
             "on_error" => {
@@ -290,6 +304,40 @@ fn parse_count(value: &Expr, option: &str) -> syn::Result<(Span, u32)> {
         )
     })?;
     Ok((lit.span(), n))
+}
+
+/// `cost = 3` (a literal, as `burst`) or `cost = <expression>`. A literal that is not a
+/// positive integer (a string, `-1`, `1.5`) is an error here: only an expression is left to
+/// the run time.
+fn parse_cost(value: Expr) -> syn::Result<(Span, Cost)> {
+    if is_literal(&value) {
+        let (span, n) = parse_count(&value, "cost")?;
+        return Ok((span, Cost::Literal(n)));
+    }
+    Ok((value.span(), Cost::Expr(Box::new(value))))
+}
+
+/// A literal, or a negated one.
+fn is_literal(value: &Expr) -> bool {
+    match value {
+        Expr::Lit(_) => true,
+        Expr::Unary(unary) => matches!(unary.op, syn::UnOp::Neg(_)) && is_literal(&unary.expr),
+        _ => false,
+    }
+}
+
+/// `limit = <expression>`: anything but a literal (a string here would be a rate, which
+/// `rate` takes).
+fn parse_limit(value: Expr) -> syn::Result<(Span, Box<Expr>)> {
+    if is_literal(&value) {
+        return Err(syn::Error::new(
+            value.span(),
+            "`limit` must be a Rust expression over the fn's arguments giving a \
+             `flux::Limit` (or a reference to one), such as `limit = user.plan.limit()`; \
+             a literal rate goes in `rate = \"100/s\"`",
+        ));
+    }
+    Ok((value.span(), Box::new(value)))
 }
 
 fn parse_name(value: &Expr) -> syn::Result<(Span, String)> {

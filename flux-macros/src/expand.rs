@@ -17,9 +17,9 @@ use syn::{
     ReturnType, TraitBound, TraitBoundModifier, Type, TypeImplTrait, TypeParamBound, parse_quote,
 };
 
-use crate::attr::{self, Deny, KeySpec, Kind, Mode};
+use crate::attr::{self, Cost, Deny, KeySpec, Kind, Mode};
 use crate::diag::Errors;
-use crate::valid::{self, ConcurrencySpec, LimitSpec, Stack};
+use crate::valid::{self, ConcurrencySpec, LimitSource, LimitSpec, Stack};
 
 /// The attribute `kind`: `args` are the outermost invocation's arguments, `item` the fn
 /// (with any further `#[rate_limit]` or `#[concurrency_limit]` attributes still on it, which
@@ -151,7 +151,7 @@ fn private(krate: Option<&Path>, span: Span) -> TokenStream {
 
 // Input:  #[rate_limit(rate = "10/s", burst = 5)] #[rate_limit(rate = "100/h", name = "hourly")]
 //         on `async fn search`
-// Output: let __flux_limits: &'static [::flux::__private::Limit] = {
+// Output: let __flux_limits: ::flux::__private::Limits = ::flux::__private::fixed({
 //             static __FLUX_LIMITS: [::flux::__private::Limit; 2] = [
 //                 ::flux::__private::Limit::__from_macro(
 //                     ::core::concat!(::core::module_path!(), "::", "search#1"),
@@ -160,15 +160,31 @@ fn private(krate: Option<&Path>, span: Span) -> TokenStream {
 //                     "hourly", 100u32, 3600000000u64, 100u32, 1u32),
 //             ];
 //             &__FLUX_LIMITS
-//         };
+//         });
 // The static is an item, which hygiene does not hide: inside its own block, it is out of
 // the body's scope (a body's own `__FLUX_LIMITS` neither clashes with it nor is shadowed).
+//
+// With a limit or a cost computed per request (`per_request`), the limits are copied for
+// the request, each expression evaluated before the body (the arguments only borrowed):
+// Input:  #[rate_limit(limit = user.plan.limit(), cost = body.items.len())]
+//         #[rate_limit(rate = "100/h", cost = body.items.len())]
+// Output: let __flux_limits: ::flux::__private::Limits = ::flux::__private::per_request([
+//             ::flux::__private::with_cost(
+//                 ::flux::__private::limit_of(&(user.plan.limit())), body.items.len()),
+//             ::flux::__private::with_cost(
+//                 { static __FLUX_LIMIT: ::flux::__private::Limit = /* __from_macro, cost 1 */;
+//                   ::flux::__private::limit_of(&__FLUX_LIMIT) },
+//                 body.items.len()),
+//         ]);
+// A literal cost with `limit = ...` goes through `with_cost` too (the burst is known only
+// then); with a fixed rate it stays in the static, checked at compile time.
 fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
     let limits = &stack.limits;
     let krate = stack.krate.as_ref();
     let fn_name = func.sig.ident.unraw().to_string();
     let stacked = limits.len() > 1;
-    let items = limits.iter().enumerate().map(|(i, limit)| {
+    // `Limit::__from_macro(...)` of a fixed limit, spanned at its rate.
+    let from_macro = |i: usize, limit: &LimitSpec, count: u32, period_us: u64, burst: u32| {
         let name = match &limit.name {
             Some(name) => quote!(#name),
             None => {
@@ -180,27 +196,82 @@ fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
                 quote!(::core::concat!(::core::module_path!(), "::", #tail))
             }
         };
-        let LimitSpec {
-            count,
-            period_us,
-            burst,
-            cost,
-            span,
-            ..
-        } = *limit;
+        let cost = match limit.cost {
+            Some(Cost::Literal(cost)) => cost,
+            Some(Cost::Expr(_)) | None => 1,
+        };
+        let span = limit.span;
         let private = private(krate, span);
         quote_spanned! {span=>
             #private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost)
         }
-    });
-    let len = limits.len();
-    let private = private(krate, Span::call_site());
-    let limits = limits_ident();
-    quote! {
-        let #limits: &'static [#private::Limit] = {
-            static __FLUX_LIMITS: [#private::Limit; #len] = [#(#items),*];
-            &__FLUX_LIMITS
+    };
+    let p = private(krate, Span::call_site());
+    let ident = limits_ident();
+    if !limits.iter().any(LimitSpec::per_request) {
+        let items = limits
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| match limit.source {
+                LimitSource::Fixed {
+                    count,
+                    period_us,
+                    burst,
+                } => from_macro(i, limit, count, period_us, burst),
+                // A computed limit makes the stack `per_request`.
+                LimitSource::Expr(_) => TokenStream::new(),
+            });
+        let len = limits.len();
+        return quote! {
+            let #ident: #p::Limits = #p::fixed({
+                static __FLUX_LIMITS: [#p::Limit; #len] = [#(#items),*];
+                &__FLUX_LIMITS
+            });
         };
+    }
+    let items = limits.iter().enumerate().map(|(i, limit)| {
+        let span = limit.span;
+        let at_limit = private(krate, span);
+        let (base, cost) = match &limit.source {
+            LimitSource::Fixed {
+                count,
+                period_us,
+                burst,
+            } => {
+                let init = from_macro(i, limit, *count, *period_us, *burst);
+                let base = quote_spanned! {span=>
+                    {
+                        static __FLUX_LIMIT: #p::Limit = #init;
+                        #at_limit::limit_of(&__FLUX_LIMIT)
+                    }
+                };
+                // A literal cost is in the static already.
+                let cost = match &limit.cost {
+                    Some(Cost::Expr(expr)) => Some((expr.span(), quote!(#expr))),
+                    Some(Cost::Literal(_)) | None => None,
+                };
+                (base, cost)
+            }
+            LimitSource::Expr(expr) => {
+                let base = quote_spanned!(span=> #at_limit::limit_of(&(#expr)));
+                let cost = match &limit.cost {
+                    Some(Cost::Expr(expr)) => Some((expr.span(), quote!(#expr))),
+                    Some(Cost::Literal(cost)) => Some((span, quote!(#cost))),
+                    None => None,
+                };
+                (base, cost)
+            }
+        };
+        match cost {
+            Some((at, cost)) => {
+                let private = private(krate, at);
+                quote_spanned!(at=> #private::with_cost(#base, #cost))
+            }
+            None => quote!(::core::result::Result::Ok(#base)),
+        }
+    });
+    quote! {
+        let #ident: #p::Limits = #p::per_request([#(#items),*]);
     }
 }
 
@@ -315,7 +386,7 @@ fn split_attrs(attrs: &[Attribute]) -> (Vec<&Attribute>, Vec<&Attribute>) {
 //         __flux_scope: ::flux::__private::Scope<true>,
 //         Query(q): Query<Params>,
 //     ) -> ::flux::__private::Response {
-//         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
+//         let __flux_limits: ::flux::__private::Limits = /* limits_let */;
 //         let __flux_concurrency = /* concurrency_let */;
 //         /* declared_bounds, when the declared type has `impl Trait` */
 //         /* let __flux_exempt: bool = EXPR;, with `exempt = EXPR` (see `options`) */
@@ -458,7 +529,7 @@ fn handler(mut func: ItemFn, stack: &Stack) -> TokenStream {
 //     async fn fetch(tenant: &str) -> Result<String, PartnerError> { STMTS }
 // Output:
 //     async fn fetch(tenant: &str) -> Result<String, PartnerError> {
-//         let __flux_limits: &'static [::flux::__private::Limit] = /* limits_let */;
+//         let __flux_limits: ::flux::__private::Limits = /* limits_let */;
 //         let __flux_key: ::flux::__private::Key = ::flux::__private::key_of(&(tenant));
 //         if let ::core::result::Result::Err(__flux_err) =
 //             ::flux::__private::plain(__flux_limits, __flux_key, ::flux::__private::Options { .. })

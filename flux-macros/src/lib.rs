@@ -94,7 +94,8 @@ mod valid;
 /// |---|---|---|
 /// | `rate` | string: `"COUNT/PERIOD"` or `"COUNT per PERIOD"`, as `flux::Rate` parses it (`"100/s"`, `"5/10s"`, `"6000/min"`, `"10 per hour"`) | required |
 /// | `burst` | integer: bucket capacity, requests admitted at once | the rate's count |
-/// | `cost` | integer: tokens each call takes (at most `burst`) | `1` |
+/// | `limit` | a Rust expression over the fn's arguments giving the `flux::Limit` to apply (anything `Borrow<Limit>`: `&'static Limit` per plan, `Limit`, `Arc<Limit>`), instead of `rate` and `burst`; excludes `rate`, `burst` and `name` | none |
+/// | `cost` | integer literal: tokens each call takes (at most `burst`, checked at compile time); or a Rust expression over the fn's arguments giving any primitive integer, checked per request | `1` (with `limit`: the limit's own) |
 /// | `key` | `"ip"`, `"global"`, `"header:NAME"`, or a Rust expression | `"ip"` (handlers) |
 /// | `name` | string: the bucket's name; limits with equal names share buckets | `module_path!()::fn_name` |
 /// | `on_error` | `"open"`, `"closed"` or `"local"`: `flux::FailurePolicy` when Redis is unavailable | the limiter's policy |
@@ -106,6 +107,12 @@ mod valid;
 /// The default name does not include a method's type: give `name` to two limited methods
 /// of the same name in one module, or they share their buckets. The last `::` segment of
 /// the name is the policy name clients see in the `RateLimit` header fields.
+///
+/// `limit` and a computed `cost` are evaluated before the body, the arguments borrowed, as
+/// `key` is. A computed cost that no bucket can ever admit (zero, negative, above the
+/// limit's burst, however large its integer type) is refused without asking any backend: a
+/// `429` whose body gives the reason (handlers), or `Err` whose `RateLimited::reason()` does
+/// (plain fns), never a wrap-around, a panic or an admission.
 ///
 /// Every mistake is a compile error on the argument at fault: an invalid rate, `burst = 0`,
 /// `cost = 0`, `cost` above `burst`, a bucket taking more than 10 years to refill

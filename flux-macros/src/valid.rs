@@ -8,19 +8,40 @@ use flux_core::{LimitError, Rate, check_limit};
 use proc_macro2::Span;
 use quote::ToTokens;
 
-use crate::attr::{Args, Deny, KeySpec, Kind, Mode, Policy, Slot};
+use crate::attr::{Args, Cost, Deny, KeySpec, Kind, Mode, Policy, Slot};
 use crate::diag::Errors;
 
-/// One limit, validated: what `Limit::__from_macro` receives.
+/// One limit, validated.
 pub(crate) struct LimitSpec {
     /// The explicit `name`, if any.
     pub(crate) name: Option<String>,
-    pub(crate) count: u32,
-    pub(crate) period_us: u64,
-    pub(crate) burst: u32,
-    pub(crate) cost: u32,
-    /// The `rate` literal, where the generated `Limit` is spanned.
+    /// Its rate and burst, or the expression that gives it per request.
+    pub(crate) source: LimitSource,
+    /// The cost, if written: a literal, checked here against a literal burst (else per
+    /// request), or an expression. Without one, 1 (or the computed limit's own cost).
+    pub(crate) cost: Option<Cost>,
+    /// The `rate` literal or the `limit` expression, where the generated `Limit` is spanned.
     pub(crate) span: Span,
+}
+
+/// Where a limit's rate and burst come from.
+pub(crate) enum LimitSource {
+    /// `rate` and `burst` literals: what `Limit::__from_macro` receives (with the literal
+    /// cost, or 1 when the cost is computed).
+    Fixed {
+        count: u32,
+        period_us: u64,
+        burst: u32,
+    },
+    /// `limit = EXPR`.
+    Expr(Box<syn::Expr>),
+}
+
+impl LimitSpec {
+    /// Whether the limit or its cost is known only per request.
+    pub(crate) fn per_request(&self) -> bool {
+        matches!(self.source, LimitSource::Expr(_)) || matches!(self.cost, Some(Cost::Expr(_)))
+    }
 }
 
 /// A concurrency limit, validated: what `ConcurrencyLimit::__from_macro` receives.
@@ -64,10 +85,14 @@ const FASTEST: Rate = Rate::per_second::<1_000_000>();
 /// cost of 1) and the errors it would cause are not reported: the other numbers are still
 /// checked, and no mistake is made up.
 fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec> {
-    if args.rate.is_none() && !args.may_lack("rate") {
+    if let Some((span, expr)) = &args.limit {
+        return computed_limit(args, *span, expr, errors);
+    }
+    if args.rate.is_none() && !args.may_lack("rate") && !args.may_lack("limit") {
         errors.push_at(
             attr_span,
-            "missing `rate`: add the sustained rate, such as `rate = \"100/s\"`",
+            "missing `rate`: add the sustained rate, such as `rate = \"100/s\"` (or \
+             `limit = EXPR` for a limit computed per request)",
         );
     }
     // Each number with the span of its errors, `None` for those not to report.
@@ -80,10 +105,12 @@ fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec>
         None if rate_at.is_none() || args.may_lack("burst") => (None, u32::MAX),
         None => (rate_at, rate.count()),
     };
-    let (cost_at, cost) = args
-        .cost
-        .map_or((rate_at, 1), |(span, cost)| (Some(span), cost));
-    if let Err(error) = check_limit(rate, burst, cost) {
+    // A computed cost is checked per request: here the limit must admit a cost of 1.
+    let (cost_at, literal) = match &args.cost {
+        Some((span, Cost::Literal(cost))) => (Some(*span), *cost),
+        Some((_, Cost::Expr(_))) | None => (rate_at, 1),
+    };
+    if let Err(error) = check_limit(rate, burst, literal) {
         let at = match error {
             LimitError::ZeroCost | LimitError::CostAboveBurst { .. } => cost_at,
             LimitError::ZeroBurst | LimitError::BucketTooLong { .. } => burst_at,
@@ -96,11 +123,51 @@ fn limit(args: &Args, attr_span: Span, errors: &mut Errors) -> Option<LimitSpec>
     }
     Some(LimitSpec {
         name: args.name.as_ref().map(|(_, n)| n.clone()),
-        count: rate.count(),
-        period_us: rate.period_micros(),
-        burst,
-        cost,
+        source: LimitSource::Fixed {
+            count: rate.count(),
+            period_us: rate.period_micros(),
+            burst,
+        },
+        cost: args.cost.as_ref().map(|(_, cost)| cost.clone()),
         span: rate_at?,
+    })
+}
+
+/// `limit = EXPR`: the expression's `Limit` has its own rate, burst and name, so those
+/// options are errors at their arguments; a literal `cost` is checked per request (the burst
+/// is not known before).
+fn computed_limit(
+    args: &Args,
+    span: Span,
+    expr: &syn::Expr,
+    errors: &mut Errors,
+) -> Option<LimitSpec> {
+    let mut ok = true;
+    for (option, at) in [
+        ("rate", args.rate.as_ref().map(|(s, _)| *s)),
+        ("burst", args.burst.as_ref().map(|(s, _)| *s)),
+        ("name", args.name.as_ref().map(|(s, _)| *s)),
+    ] {
+        if let Some(at) = at {
+            ok = false;
+            errors.push_at(
+                at,
+                format!(
+                    "`{option}` conflicts with `limit = ...`: the expression's `Limit` has its \
+                     own rate, burst and name; drop `{option}` or `limit`"
+                ),
+            );
+        }
+    }
+    if let Some((at, Cost::Literal(0))) = &args.cost {
+        errors.push_at(*at, LimitError::ZeroCost);
+        return None;
+    }
+    ok.then(|| LimitSpec {
+        name: None,
+        source: LimitSource::Expr(Box::new(expr.clone())),
+        cost: args.cost.as_ref().map(|(_, cost)| cost.clone()),
+        span,
     })
 }
 
@@ -322,8 +389,16 @@ mod tests {
     fn defaults() {
         let stack = stack_of(vec![quote!(rate = "6000 per minute")]).expect("valid");
         let limit = &stack.limits[0];
-        assert_eq!((limit.count, limit.period_us), (6000, 60_000_000));
-        assert_eq!((limit.burst, limit.cost), (6000, 1));
+        let LimitSource::Fixed {
+            count,
+            period_us,
+            burst,
+        } = limit.source
+        else {
+            panic!("a fixed limit");
+        };
+        assert_eq!((count, period_us, burst), (6000, 60_000_000, 6000));
+        assert!(limit.cost.is_none());
         assert_eq!(stack.deny, Deny::Response);
         assert!(stack.key.is_none() && stack.on_error.is_none());
     }
@@ -431,5 +506,46 @@ mod tests {
         let messages = messages(stack_of(vec![quote!(burst = 0)]));
         assert!(messages[0].starts_with("missing `rate`"), "{messages:?}");
         assert_eq!(messages[1..], [LimitError::ZeroBurst.to_string()]);
+    }
+
+    #[test]
+    fn a_computed_limit_excludes_rate_burst_and_name() {
+        let stack =
+            stack_of(vec![quote!(limit = user.plan.limit(), key = user.id)]).expect("valid");
+        assert!(matches!(stack.limits[0].source, LimitSource::Expr(_)));
+        assert!(stack.limits[0].per_request() && stack.limits[0].cost.is_none());
+        let conflicts = messages(stack_of(vec![quote!(
+            limit = &FREE,
+            rate = "1/s",
+            burst = 2,
+            name = "x"
+        )]));
+        assert_eq!(conflicts.len(), 3, "{conflicts:?}");
+        assert!(
+            conflicts
+                .iter()
+                .all(|m| m.contains("conflicts with `limit = ...`"))
+        );
+        assert_eq!(
+            messages(stack_of(vec![quote!(limit = &FREE, cost = 0)])),
+            [LimitError::ZeroCost.to_string()]
+        );
+    }
+
+    #[test]
+    fn a_computed_cost_is_left_to_the_run_time_a_literal_is_not() {
+        let stack = stack_of(vec![quote!(rate = "10/s", cost = body.items.len())]).expect("valid");
+        assert!(matches!(stack.limits[0].cost, Some(Cost::Expr(_))));
+        assert!(stack.limits[0].per_request());
+        let fixed = stack_of(vec![quote!(rate = "10/s", cost = 2)]).expect("valid");
+        assert!(!fixed.limits[0].per_request());
+        for attr in [
+            quote!(rate = "10/s", cost = -1),
+            quote!(rate = "10/s", cost = 1.5),
+            quote!(rate = "10/s", cost = 11),
+            quote!(limit = "10/s"),
+        ] {
+            assert_eq!(messages(stack_of(vec![attr])).len(), 1);
+        }
     }
 }

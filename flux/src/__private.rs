@@ -1,11 +1,13 @@
 //! Not public API: what `#[rate_limit]` and `#[concurrency_limit]` expand to. Names here may change in any release.
 #![allow(clippy::result_large_err)] // rejections are responses, built once per request
 
+use std::borrow::{Borrow, Cow};
 use std::future::Future;
 
 use axum::response::IntoResponse;
 
 pub use crate::http::{HeaderKey, RequestHeaders, Scope};
+pub use crate::per_request::{CostValue, Limits, Unadmissible};
 pub use crate::{ConcurrencyLimit, FailurePolicy, Key, Limit};
 pub use axum::response::Response;
 
@@ -18,6 +20,28 @@ pub struct Options {
     pub on_error: Option<FailurePolicy>,
     pub shadow: Option<bool>,
     pub exempt: bool,
+}
+
+/// The limits of a stack whose limits and costs are all literals: its `static`s.
+pub fn fixed(limits: &'static [Limit]) -> Limits {
+    Ok(Cow::Borrowed(limits))
+}
+
+/// The limit of `limit = <expression>` (anything that borrows as a `Limit`), or one of the
+/// stack's `static`s when another limit of the stack is computed.
+pub fn limit_of<L: Borrow<Limit> + ?Sized>(limit: &L) -> Limit {
+    crate::per_request::owned(limit)
+}
+
+/// `limit` with `cost = <expression>` (any primitive integer), or with a literal cost that
+/// could not be checked at compile time (`limit = ...` gives the burst only at run time).
+pub fn with_cost<C: CostValue>(limit: Limit, cost: C) -> Result<Limit, Unadmissible> {
+    crate::per_request::with_cost(limit, cost)
+}
+
+/// The limits of a stack with computed limits or costs.
+pub fn per_request<const N: usize>(limits: [Result<Limit, Unadmissible>; N]) -> Limits {
+    crate::per_request::collect(limits)
 }
 
 /// The key of `key = "global"`.
@@ -61,7 +85,7 @@ pub fn typed<R, F: Future<Output = R>>(body: F) -> F {
 /// panics (the guard's drop).
 pub async fn http<R, F, const IP: bool>(
     scope: Scope<IP>,
-    limits: &'static [Limit],
+    limits: Limits,
     concurrency: Option<&'static ConcurrencyLimit>,
     key: Result<Key, Response>,
     options: Options,
@@ -73,7 +97,7 @@ where
 {
     let flux = &scope.flux;
     if options.exempt || scope.is_exempt() {
-        flux.exempt(limits);
+        flux.exempt(counted(&limits));
         return body.await.into_response();
     }
     let key = match key {
@@ -81,6 +105,17 @@ where
         Err(response) => return response,
     };
     let shadow = options.shadow.unwrap_or_else(|| flux.is_shadow());
+    let limits = match limits {
+        Ok(limits) => limits,
+        Err(unadmissible) => {
+            let decision = unadmissible.decide(flux, shadow);
+            if shadow {
+                return body.await.into_response();
+            }
+            return unadmissible.response(flux, &decision);
+        }
+    };
+    let limits = &*limits;
     let decision = flux
         .check_with(&key, limits, options.on_error, Some(shadow))
         .await;
@@ -109,18 +144,35 @@ where
 
 /// The check of a rate-limited plain `async fn`, on the process-wide limiter: `Err` on
 /// denial (and under the `Closed` policy when Redis is unavailable).
-pub async fn plain(
-    limits: &'static [Limit],
-    key: Key,
-    options: Options,
-) -> Result<(), RateLimited> {
+pub async fn plain(limits: Limits, key: Key, options: Options) -> Result<(), RateLimited> {
     let flux = crate::Flux::global();
     if options.exempt {
-        flux.exempt(limits);
+        flux.exempt(counted(&limits));
         return Ok(());
     }
-    flux.check_with(&key, limits, options.on_error, options.shadow)
+    let limits = match limits {
+        Ok(limits) => limits,
+        Err(unadmissible) => {
+            let shadow = options.shadow.unwrap_or_else(|| flux.is_shadow());
+            let decision = unadmissible.decide(flux, shadow);
+            return if shadow {
+                Ok(())
+            } else {
+                Err(unadmissible.error(decision))
+            };
+        }
+    };
+    flux.check_with(&key, &limits, options.on_error, options.shadow)
         .await
         .into_result()
         .map(drop)
+}
+
+/// The limits an exempt request is counted under: the request's, or the one whose cost it
+/// could not pay.
+fn counted(limits: &Limits) -> &[Limit] {
+    match limits {
+        Ok(limits) => limits,
+        Err(unadmissible) => std::slice::from_ref(unadmissible.limit()),
+    }
 }

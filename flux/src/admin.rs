@@ -25,6 +25,23 @@ impl Flux {
         inner.overrides.apply(key, limits)
     }
 
+    /// The one limit `limit` is for `key` under the overrides in force (`None`: turned
+    /// off), for a charge ([`Flux::charge`]) to settle in the buckets as checks use them.
+    pub(crate) fn limit_in_force<'l>(
+        &self,
+        key: &Key,
+        limit: &'l Limit,
+    ) -> Option<std::borrow::Cow<'l, Limit>> {
+        match self.runtime_limits(key, std::slice::from_ref(limit)) {
+            None => Some(std::borrow::Cow::Borrowed(limit)),
+            Some(applied) => applied
+                .limits
+                .into_iter()
+                .next()
+                .map(std::borrow::Cow::Owned),
+        }
+    }
+
     /// Starts the background task of this limiter's overrides: Redis' watcher, or the
     /// poller of the `FLUX_OVERRIDES` file. Without a runtime yet, the next check tries.
     pub(crate) fn start_runtime(&self) {

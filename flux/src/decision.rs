@@ -2,6 +2,7 @@
 //! as an error).
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where a [`Decision`] came from.
@@ -21,6 +22,10 @@ pub enum Source {
     FailClosed,
     /// The request is exempt: no limit was checked.
     Exempt,
+    /// The request's cost, computed per request (`#[rate_limit(cost = EXPR)]`), can never
+    /// be admitted: zero, or more than a limit's burst. It was refused without asking any
+    /// backend, and [`RateLimited::reason`] says why.
+    Unadmissible,
 }
 
 /// The answer to one check of one or several limits for one client key.
@@ -85,7 +90,10 @@ impl Decision {
         if self.allowed {
             Ok(self)
         } else {
-            Err(RateLimited { decision: self })
+            Err(RateLimited {
+                decision: self,
+                reason: None,
+            })
         }
     }
 }
@@ -99,9 +107,26 @@ impl Decision {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateLimited {
     decision: Decision,
+    /// Why a request was refused without asking any bucket ([`Source::Unadmissible`]).
+    reason: Option<Arc<str>>,
 }
 
 impl RateLimited {
+    /// The refusal of a request that no bucket can admit, for `reason`.
+    pub(crate) fn unadmissible(decision: Decision, reason: Arc<str>) -> RateLimited {
+        RateLimited {
+            decision,
+            reason: Some(reason),
+        }
+    }
+
+    /// Why the request can never be admitted, when its computed cost is zero or above a
+    /// limit's burst (then [`Decision::source`] is [`Source::Unadmissible`]); `None` for a
+    /// plain denial, which a later retry can pass.
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+
     /// The denial's details: when to retry, which limit, how it was decided.
     pub fn decision(&self) -> &Decision {
         &self.decision
@@ -118,13 +143,16 @@ impl Default for RateLimited {
     fn default() -> Self {
         RateLimited {
             decision: Decision::unchecked(false, Source::Backend),
+            reason: None,
         }
     }
 }
 
 impl fmt::Display for RateLimited {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.decision.source == Source::FailClosed {
+        if let Some(reason) = &self.reason {
+            write!(f, "rate limit refused the request: {reason}")
+        } else if self.decision.source == Source::FailClosed {
             f.write_str(
                 "rate limiter unavailable and the failure policy is closed: request refused",
             )

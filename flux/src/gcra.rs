@@ -94,6 +94,40 @@ pub(crate) fn decide(
     allowed
 }
 
+/// The most one settlement adds to `tat`: 10 years, the longest bucket a limit may have.
+pub(crate) const MAX_CHARGE: u64 = flux_core::MAX_TOLERANCE_US;
+
+/// The tolerance of a settlement: the most a client may owe, 20 years past now. A charge is
+/// admitted (recorded) whenever the debt after it stays within this, which any charge of a
+/// client less than 10 years in debt does; beyond that the client is locked out for years
+/// and a further charge is dropped. Every quantity stays exact in Lua's doubles (now + 30
+/// years < 2^53 µs).
+const DEBT_TOLERANCE: u64 = 2 * MAX_CHARGE;
+
+/// The parameters that settle `cost` tokens on a bucket of `real`'s limit, into debt if need
+/// be: the same GCRA step with a tolerance no charge reaches, so that it is admitted and `tat`
+/// moves by `cost x T` (at most [`MAX_CHARGE`]) wherever it stood. Read the outcome with
+/// [`settled`].
+pub(crate) fn debt(real: Params, cost: u64) -> Params {
+    Params {
+        interval: real.interval,
+        tolerance: DEBT_TOLERANCE,
+        increment: cost.saturating_mul(real.interval).min(MAX_CHARGE),
+    }
+}
+
+/// A bucket as [`decide`] reported it under [`debt`]'s parameters, told against the limit's
+/// real tolerance: tokens left (none while in debt), and the wait until the next request of
+/// the limit's own cost is admitted (`reset_after + increment - tau`, past the debt).
+pub(crate) fn settled(real: Params, bucket: Bucket) -> Bucket {
+    let backlog = bucket.reset_after;
+    Bucket {
+        remaining: real.tolerance.saturating_sub(backlog) / real.interval,
+        retry_after: (backlog + real.increment).saturating_sub(real.tolerance),
+        reset_after: backlog,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +183,51 @@ mod tests {
         assert_eq!(out[0].retry_after, 1_000);
         assert!(decide(1_000, &p, &mut tat, &mut out));
         assert_eq!(out[0].remaining, 0);
+    }
+
+    #[test]
+    fn a_settlement_goes_into_debt_and_the_next_request_waits_it_out() {
+        // 10 tokens a second, burst 5: T = 100 ms, tau = 500 ms.
+        let real = params(100_000, 5, 1);
+        let mut tat = [None];
+        let mut out = Vec::new();
+        // 3 tokens up front, then 9 more settled after the response: 12 in all, 7 past
+        // the burst.
+        assert!(decide(0, &[params(100_000, 5, 3)], &mut tat, &mut out));
+        assert!(decide(0, &[debt(real, 9)], &mut tat, &mut out));
+        let bucket = settled(real, out[0]);
+        assert_eq!(tat, [Some(1_200_000)]);
+        assert_eq!(bucket.remaining, 0);
+        // The next request needs tat - tau + T <= now: 1.2 s - 0.5 s + 0.1 s.
+        assert_eq!(bucket.retry_after, 800_000);
+        assert!(!decide(799_999, &[real], &mut tat, &mut out));
+        assert_eq!(out[0].retry_after, 1);
+        assert!(decide(800_000, &[real], &mut tat, &mut out));
+    }
+
+    #[test]
+    fn a_settlement_within_the_burst_reports_what_is_left() {
+        let real = params(100_000, 5, 1);
+        let mut tat = [None];
+        let mut out = Vec::new();
+        assert!(decide(0, &[debt(real, 2)], &mut tat, &mut out));
+        assert_eq!(settled(real, out[0]).remaining, 3);
+        assert_eq!(settled(real, out[0]).retry_after, 0);
+    }
+
+    #[test]
+    fn debt_is_capped_and_never_overflows() {
+        let real = params(1_000_000, 5, 1);
+        let huge = debt(real, u64::MAX);
+        assert_eq!(huge.increment, MAX_CHARGE);
+        let mut tat = [None];
+        let mut out = Vec::new();
+        let now = 1_700_000_000_000_000; // µs since 1970, as Redis' TIME gives
+        assert!(decide(now, &[huge], &mut tat, &mut out));
+        assert!(decide(now, &[huge], &mut tat, &mut out));
+        // A third would owe more than the debt tolerance: not recorded.
+        assert!(!decide(now, &[huge], &mut tat, &mut out));
+        assert_eq!(tat, [Some(now + DEBT_TOLERANCE)]);
+        assert!(now + DEBT_TOLERANCE + MAX_CHARGE < 1 << 53);
     }
 }

@@ -41,9 +41,9 @@ fn push_policy_name(out: &mut String, limit: &Limit) {
 
 impl Decision {
     /// Adds the RateLimit header fields (and `Retry-After` on a denial) for this decision,
-    /// whose deciding limit is `limits[self.index]`. Decisions of a failure policy, and
-    /// exempt ones (an exempt client, limits turned off by an override), carry no bucket
-    /// state and add nothing.
+    /// whose deciding limit is `limits[self.index]`. Decisions of a failure policy carry
+    /// no bucket state and add nothing, nor do refusals of an unadmissible cost (no retry
+    /// would pass), nor exempt ones (an exempt client, limits turned off by an override).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
@@ -61,7 +61,7 @@ impl Decision {
     pub fn write_headers(&self, limits: &[Limit], headers: &mut HeaderMap) {
         if matches!(
             self.source,
-            Source::FailOpen | Source::FailClosed | Source::Exempt
+            Source::FailOpen | Source::FailClosed | Source::Unadmissible | Source::Exempt
         ) {
             return;
         }
@@ -257,6 +257,32 @@ impl std::ops::Deref for Serving {
             Serving::Global(flux) => flux,
             Serving::Request(flux) => flux,
         }
+    }
+}
+
+/// The limiter serving a request, as an axum extractor: the [`Flux`] in its extensions
+/// (inserted by [`FluxLayer::flux`](crate::FluxLayer::flux) or `Extension(flux)`), else the
+/// process-wide one; the same that `#[rate_limit]` checks with. A handler charges a cost
+/// known after the work with it ([`Flux::charge`]), on the buckets its check used.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use flux::{Flux, Limit, Rate};
+///
+/// static ROWS: Limit = Limit::new("rows", Rate::per_minute::<100_000>());
+///
+/// async fn export(flux: Flux) -> String {
+///     let rows = 1_234; // known once the export is done
+///     flux.charge("tenant-7", &ROWS, rows).await;
+///     format!("{rows} rows")
+/// }
+/// let app: Router = Router::new().route("/export", get(export));
+/// ```
+impl<S: Send + Sync> FromRequestParts<S> for Flux {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Flux::clone(&Serving::of(parts)))
     }
 }
 

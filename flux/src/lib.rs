@@ -39,6 +39,13 @@
 //! Several limits checked together (stacked `#[rate_limit]` attributes, or
 //! [`Flux::check_all`]) are decided in one call, all or nothing: if one denies, none is charged.
 //!
+//! ## Tiers and costs known later
+//!
+//! `#[rate_limit(limit = user.plan.limit(), cost = body.items.len(), key = user.id)]` takes
+//! the limit and the cost from each request (a cost no bucket can admit is refused with its
+//! reason, see [`RateLimited::reason`]), and [`Flux::charge`] settles a cost known only after
+//! the response, into debt: the client's next requests wait until it has refilled.
+//!
 //! ## When Redis is slow or down
 //!
 //! Every Redis call has a deadline (default 50 ms). After 3 consecutive failures a circuit
@@ -100,10 +107,12 @@ mod limiter;
 mod memory;
 mod overrides;
 mod overrides_file;
+mod per_request;
 mod policy;
 mod proxy;
 mod redis_store;
 mod registry;
+mod settle;
 mod slots;
 mod telemetry;
 #[cfg(feature = "testing")]
@@ -123,6 +132,11 @@ pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
 pub use crate::overrides::{Override, Setting};
 pub use crate::policy::FailurePolicy;
+// Not public API: switches batches between one script call and a pipeline, for side-by-side
+// benchmarks.
+#[doc(hidden)]
+pub use crate::redis_store::set_one_call_batches;
+pub use crate::settle::Charged;
 pub use flux_core::{
     ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,
 };

@@ -204,6 +204,11 @@ impl Flux {
         self.inner.memory.now_micros()
     }
 
+    /// The per-process buckets: the in-memory backend's, or the `Local` policy's.
+    pub(crate) fn memory(&self) -> &MemoryStore {
+        &self.inner.memory
+    }
+
     /// This process' concurrency slots.
     pub(crate) fn slot_table(&self) -> &SlotTable {
         &self.inner.slots
@@ -214,7 +219,7 @@ impl Flux {
         self.inner.shadow
     }
 
-    fn is_redis(&self) -> bool {
+    pub(crate) fn is_redis(&self) -> bool {
         matches!(self.inner.backend, Backend::Redis(_))
     }
 

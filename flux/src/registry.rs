@@ -15,15 +15,16 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::Limit;
+use crate::{Limit, Rate};
 
 /// Identities of limiters, so a limit knows whether this one registered it already.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct Registry {
     id: u64,
-    /// Every limit registered, by name, in its stored form.
-    known: Mutex<HashMap<Box<str>, String>>,
+    /// Every limit registered, by name: rate, burst, cost. Compared without formatting, since
+    /// limits built per request (`limit = EXPR`) come here on every check.
+    known: Mutex<HashMap<Box<str>, (Rate, u32, u32)>>,
     /// Registered but not yet written to Redis.
     pending: Mutex<Vec<(String, String)>>,
     /// Wakes the background task when something is pending.
@@ -52,14 +53,14 @@ impl Registry {
     }
 
     fn add(&self, limit: &Limit) {
-        let value = stored(limit);
+        let declared = (limit.rate(), limit.burst(), limit.cost());
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        if known.get(limit.name()) != Some(&value) {
-            known.insert(limit.name().into(), value.clone());
+        if known.get(limit.name()) != Some(&declared) {
+            known.insert(limit.name().into(), declared);
             self.pending
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .push((limit.name().to_owned(), value));
+                .push((limit.name().to_owned(), stored(limit)));
             self.wake.notify_one();
         }
     }
@@ -73,7 +74,12 @@ impl Registry {
             let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
             known
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
+                .map(|(name, &(rate, burst, cost))| {
+                    (
+                        name.to_string(),
+                        format!("{rate} burst={burst} cost={cost}"),
+                    )
+                })
                 .collect()
         } else {
             std::mem::take(&mut *pending)
@@ -91,12 +97,11 @@ impl Registry {
 
 /// A limit's stored form: `RATE burst=N cost=N`.
 pub(crate) fn stored(limit: &Limit) -> String {
-    format!(
-        "{} burst={} cost={}",
-        limit.rate(),
-        limit.burst(),
-        limit.cost()
-    )
+    form(limit.rate(), limit.burst(), limit.cost())
+}
+
+fn form(rate: Rate, burst: u32, cost: u32) -> String {
+    format!("{rate} burst={burst} cost={cost}")
 }
 
 /// Reads a registered limit back.
@@ -114,7 +119,6 @@ pub(crate) fn parse(name: &str, value: &str) -> Result<Limit, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Rate;
 
     #[test]
     fn a_limit_registers_once_and_reads_back() {

@@ -79,7 +79,7 @@ fn source_index(source: Source, redis: bool) -> usize {
         Source::Local => 3,
         Source::FailOpen => 4,
         Source::FailClosed => 5,
-        Source::Exempt => 6,
+        Source::Exempt | Source::Unadmissible => 6,
     }
 }
 

@@ -89,10 +89,17 @@ pub(crate) fn assert_cache_effect(with: &Flood, without: &Flood) {
             f.admitted
         );
     }
-    assert_eq!(without.cached, 0);
-    assert!(
-        without.redis_calls >= without.checks,
+    // Without the cache Redis decides every check (on a single Redis, the checks queued
+    // together are decided by one script call, so there are fewer calls than checks).
+    assert_eq!(
+        without.cached, 0,
         "without the cache every check asks Redis"
+    );
+    assert!(
+        with.redis_calls * 5 < without.redis_calls,
+        "the cache spares Redis: {} calls with it, {} without",
+        with.redis_calls,
+        without.redis_calls
     );
     // The burst (10 admissions, and the 16 callers in flight when the bucket empties), then
     // per 100 ms retry window one check refreshes the denial while the others wait for it:

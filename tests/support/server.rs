@@ -345,6 +345,18 @@ impl RedisServer {
     /// Redis 6 counts subcommands under their command only: there `"script|load"` counts every
     /// `SCRIPT` call (`LOAD`, `EXISTS`, `FLUSH`, ...), the closest it reports.
     pub(crate) fn command_calls(&self, command: &str) -> u64 {
+        self.command_stat(command, "calls")
+    }
+
+    /// How many calls of `command` failed while running (an error reply such as `NOSCRIPT`),
+    /// from the `failed_calls` field of `INFO commandstats` (Redis 6.2 and later); 0 if never
+    /// called. Subcommands as in [`RedisServer::command_calls`].
+    pub(crate) fn failed_calls(&self, command: &str) -> u64 {
+        self.command_stat(command, "failed_calls")
+    }
+
+    /// The field `field` of `command`'s line in `INFO commandstats`; 0 if it never ran.
+    fn command_stat(&self, command: &str, field: &str) -> u64 {
         let mut command = command.to_ascii_lowercase();
         if server_binary().version.0 < 7
             && let Some((parent, _)) = command.split_once('|')
@@ -358,9 +370,11 @@ impl RedisServer {
         };
         stats
             .split(',')
-            .find_map(|field| field.strip_prefix("calls="))
-            .and_then(|calls| calls.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected INFO commandstats line {prefix}{stats}"))
+            .find_map(|pair| pair.strip_prefix(field)?.strip_prefix('='))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| {
+                panic!("INFO commandstats line {prefix}{stats} has no {field} (Redis 6.2+ has)")
+            })
     }
 
     /// Resets the counters of `INFO` (`CONFIG RESETSTAT`), so

@@ -1,5 +1,6 @@
 //! The eight parts of a benchmark run, each adding one section (and its targets) to the report.
 
+mod batching;
 mod callers;
 mod decisions;
 mod flood;
@@ -12,6 +13,7 @@ mod telemetry;
 
 use std::time::Duration;
 
+pub(crate) use self::batching::part1c_batching;
 pub(crate) use self::callers::part1b_callers;
 pub(crate) use self::decisions::part1_decisions;
 pub(crate) use self::flood::part3_flood;

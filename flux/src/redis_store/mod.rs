@@ -1,15 +1,17 @@
-//! The Redis backend: one atomic Lua call per check, on a multiplexed connection, behind the
-//! store's own circuit breaker.
+//! The Redis backend: atomic Lua calls on a multiplexed connection, behind the store's own
+//! circuit breaker.
 //!
-//! `nodes` maps a cluster's hash slots to masters (one breaker circuit each); `batch`
-//! pipelines concurrent checks on a single connection.
+//! `scripts` holds the two Lua scripts and what the store knows of Redis' script cache;
+//! `batch` decides concurrent checks on a single connection in one script call; `nodes` maps
+//! a cluster's hash slots to masters (one breaker circuit each).
 
 mod batch;
 mod nodes;
 // Runtime overrides, the registry of declared limits and `peek` (see that file).
 pub(crate) mod overrides;
+mod scripts;
 
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -17,36 +19,16 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
 
-use self::batch::Batcher;
+pub use self::batch::set_one_call_batches;
+use self::batch::{Batcher, Call};
 use self::nodes::{NODE_CIRCUITS, NodeMap};
+use self::scripts::Cache;
 use crate::breaker::{Breaker, BreakerConfig, Ticket};
 use crate::gcra::{Bucket, Params};
 use crate::{Error, FailurePolicy, LastError, OpenCircuit, telemetry};
 use metrics::SharedString;
 
-/// The token-bucket script, `lua/gcra.lua` (carried in this folder as a link, so that the
-/// published crate holds it), one per process. Checks send `EVALSHA` with its hash
-/// (concurrent ones pipelined together, see `batch`); a `NOSCRIPT` reply (a flushed script
-/// cache, a restarted or failed-over Redis) loads it with `SCRIPT LOAD` and runs the check
-/// again, inside the same check.
-///
-/// KEYS: the bucket keys of one client (one hash tag). ARGV: `now` in µs or `""` (server
-/// `TIME`), then per key: emission interval, tolerance, increment (µs). Returns
-/// `[allowed, (remaining, retry_after_us, reset_after_us) per key]`.
-static GCRA_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("gcra.lua")));
-
-/// The concurrency-slot script, `lua/concurrency.lua` (a link here, as `gcra.lua`), sent and
-/// reloaded the same way.
-///
-/// KEYS: the slot set of one (limit, client). ARGV: operation (`acquire`, `renew` or
-/// `release`), slot id, max, lease in ms. Returns `[ok, in_flight]`: acquire adds the slot
-/// if fewer than max unexpired slots are held; renew moves a held slot's expiry to now +
-/// lease; release removes it.
-static SLOTS_SCRIPT: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("concurrency.lua")));
-
-/// An operation on a slot set (see `SLOTS_SCRIPT`).
+/// An operation on a slot set (see `scripts::SLOTS`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SlotOp {
     Acquire { max: u32 },
@@ -61,6 +43,8 @@ pub(crate) struct RedisStore {
     /// Longest a call may take.
     deadline: Duration,
     metrics: telemetry::BackendMetrics,
+    /// Whether Redis holds the scripts (single Redis; a cluster reloads on `NOSCRIPT`).
+    scripts: Arc<Cache>,
     /// The target with any password removed, for logs and errors.
     display: String,
 }
@@ -106,6 +90,7 @@ impl RedisStore {
             breaker: Arc::new(Breaker::new(breaker, deadline, 1)),
             deadline,
             metrics: telemetry::BackendMetrics::default(),
+            scripts: Arc::default(),
             display,
         })
     }
@@ -168,6 +153,7 @@ impl RedisStore {
             breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
             deadline,
             metrics: telemetry::BackendMetrics::default(),
+            scripts: Arc::default(),
             display,
         })
     }
@@ -181,25 +167,17 @@ impl RedisStore {
         at: Option<u64>,
         out: &mut Vec<Bucket>,
     ) -> Result<bool, Error> {
-        // EVALSHA <sha> <n> KEYS... now (interval tolerance increment)...
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(GCRA_SCRIPT.get_hash()).arg(keys.len());
-        for key in keys {
-            cmd.arg(key.as_str());
-        }
-        match at {
-            Some(now) => cmd.arg(now),
-            None => cmd.arg(""),
+        let call = Call::Check {
+            keys: keys.to_vec(),
+            params: params.to_vec(),
+            now: at,
         };
-        for p in params {
-            cmd.arg(p.interval).arg(p.tolerance).arg(p.increment);
-        }
-        let reply = self.call(&GCRA_SCRIPT, cmd).await?;
+        let reply = self.call(call).await?;
         parse_reply(&reply, keys.len(), out)
     }
 
     /// Runs `op` on the slot set `key` for slot `id` within the deadline: `Ok((ok,
-    /// in_flight))` (see `SLOTS_SCRIPT`) or the error. Records the call as `check` does.
+    /// in_flight))` (see `scripts::SLOTS`) or the error. Records the call as `check` does.
     pub(crate) async fn slots(
         &self,
         key: &str,
@@ -213,14 +191,14 @@ impl RedisStore {
             SlotOp::Release => ("release", 0),
         };
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(SLOTS_SCRIPT.get_hash())
+        cmd.arg(scripts::SLOTS.get_hash())
             .arg(1)
             .arg(key)
             .arg(name)
             .arg(id)
             .arg(max)
             .arg(lease.as_millis() as u64);
-        match self.call(&SLOTS_SCRIPT, cmd).await?[..] {
+        match self.call(Call::Slots(cmd)).await?[..] {
             [ok, held] => Ok((ok == 1, u32::try_from(held).unwrap_or(0))),
             ref other => Err(Error::Protocol(format!(
                 "the concurrency script returned {} values, not 2",
@@ -229,38 +207,33 @@ impl RedisStore {
         }
     }
 
-    /// Sends one `EVALSHA` of `script` within the deadline, recording its time and errors.
-    async fn call(
-        &self,
-        script: &'static redis::Script,
-        cmd: redis::Cmd,
-    ) -> Result<Vec<i64>, Error> {
+    /// Makes one script call within the deadline, recording its time and errors.
+    async fn call(&self, call: Call) -> Result<Vec<i64>, Error> {
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(self.deadline, self.run(script, cmd)).await {
+        let result = match tokio::time::timeout(self.deadline, self.run(call)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.deadline)),
         };
         telemetry::backend_call(&self.metrics, started.elapsed());
         if let Err(e) = &result {
             telemetry::backend_error(e);
+            if puts_scripts_in_doubt(e) {
+                // Whatever answers next may be a restarted or failed-over Redis.
+                self.scripts.doubt();
+            }
         }
         result
     }
 
-    async fn run(
-        &self,
-        script: &'static redis::Script,
-        cmd: redis::Cmd,
-    ) -> Result<Vec<i64>, Error> {
+    async fn run(&self, call: Call) -> Result<Vec<i64>, Error> {
         match &self.conn {
             Conn::Single {
                 client,
                 manager,
                 batcher,
             } => {
-                batcher
-                    .run(script, cmd, self.manager(client, manager)?)
-                    .await
+                let conn = self.manager(client, manager)?;
+                batcher.run(call, conn, &self.scripts).await
             }
             Conn::Cluster {
                 client,
@@ -269,14 +242,23 @@ impl RedisStore {
                 ..
             } => {
                 let conn = conn
-                    .get_or_try_init(|| client.get_async_connection())
+                    .get_or_try_init(|| async {
+                        let mut conn = client.get_async_connection().await?;
+                        // Loaded on every master before the first check, as far as they
+                        // answer (a master that does not recovers on `NOSCRIPT`).
+                        for id in [scripts::Id::Gcra, scripts::Id::Slots] {
+                            let _ = id.script().load_async(&mut conn).await;
+                        }
+                        Ok::<_, redis::RedisError>(conn)
+                    })
                     .await?;
                 if !nodes.is_known() {
                     self.refresh_nodes();
                 }
                 // The cluster client routes by the first key; `SCRIPT LOAD` goes to every
                 // master, so a node that never saw the script recovers too.
-                direct(script, &cmd, conn.clone()).await
+                let (id, cmd) = batch::single(&call);
+                direct(id.script(), &cmd, conn.clone()).await
             }
         }
     }
@@ -411,19 +393,29 @@ fn ensure_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// One `EVALSHA` of `script` on the connection itself, reloading the script after
+/// One `EVALSHA` of `script` on a cluster connection, reloading the script after
 /// `NOSCRIPT`.
-pub(super) async fn direct<C: redis::aio::ConnectionLike>(
+async fn direct<C: redis::aio::ConnectionLike>(
     script: &redis::Script,
     cmd: &redis::Cmd,
     mut conn: C,
 ) -> Result<Vec<i64>, Error> {
     match cmd.query_async::<Vec<i64>>(&mut conn).await {
-        Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+        Err(e) if scripts::is_noscript(&e) => {
             script.load_async(&mut conn).await?;
             Ok(cmd.query_async::<Vec<i64>>(&mut conn).await?)
         }
         other => Ok(other?),
+    }
+}
+
+/// Whether a failed call leaves Redis' script cache in doubt: anything but an error reply of
+/// the server (a lost connection, a missed deadline).
+fn puts_scripts_in_doubt(e: &Error) -> bool {
+    match e {
+        Error::Timeout(_) => true,
+        Error::Redis(e) => !matches!(e.kind(), redis::ErrorKind::Server(_)),
+        _ => false,
     }
 }
 
