@@ -68,18 +68,14 @@ impl Registry {
     /// What to write: the pending entries, or with `all` every one (Redis may have lost
     /// them: flushed, restarted, failed over).
     pub(crate) fn take(&self, all: bool) -> Vec<(String, String)> {
+        // Locks in the order `add` takes them (known, then pending): never the reverse.
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         if all {
             pending.clear();
-            let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
             known
                 .iter()
-                .map(|(name, &(rate, burst, cost))| {
-                    (
-                        name.to_string(),
-                        format!("{rate} burst={burst} cost={cost}"),
-                    )
-                })
+                .map(|(name, &(rate, burst, cost))| (name.to_string(), form(rate, burst, cost)))
                 .collect()
         } else {
             std::mem::take(&mut *pending)
