@@ -76,9 +76,22 @@ impl RedisStore {
                 }
             }
         };
-        tokio::time::timeout(ADMIN_DEADLINE, call)
+        let result = tokio::time::timeout(ADMIN_DEADLINE, call)
             .await
-            .map_err(|_| Error::Timeout(ADMIN_DEADLINE))?
+            .map_err(|_| Error::Timeout(ADMIN_DEADLINE))
+            .and_then(|r| r);
+        self.note_failure(&result);
+        result
+    }
+
+    /// These calls share the checks' connection: one that meets a lost connection puts the
+    /// scripts in doubt as a failed check would (the next Redis may have an empty cache).
+    fn note_failure<T>(&self, result: &Result<T, Error>) {
+        if let Err(e) = result
+            && super::puts_scripts_in_doubt(e)
+        {
+            self.scripts.doubt();
+        }
     }
 
     /// Every field and value of the hash `key`.
@@ -147,7 +160,10 @@ impl RedisStore {
         };
         let reply = tokio::time::timeout(ADMIN_DEADLINE, call)
             .await
-            .map_err(|_| Error::Timeout(ADMIN_DEADLINE))??;
+            .map_err(|_| Error::Timeout(ADMIN_DEADLINE))
+            .and_then(|r| r);
+        self.note_failure(&reply);
+        let reply = reply?;
         let [secs, micros, tats @ ..] = &reply[..] else {
             return Err(Error::Protocol(
                 "the peek script returned no time".to_owned(),
