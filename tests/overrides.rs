@@ -66,7 +66,7 @@ fn admin(redis: &RedisServer) -> Flux {
 }
 
 fn rate(text: &str, burst: u32) -> Setting {
-    Setting::Limit {
+    Setting::Limited {
         rate: text.parse().expect("valid rate"),
         burst,
     }

@@ -201,7 +201,7 @@ fn setting(rate: &str, burst: Option<u32>, declared: Option<&Limit>) -> Result<S
         .with_burst(burst)
         .and_then(|l| l.with_cost(cost))
         .map_err(|e| format!("bad limit {rate} burst={burst}: {e}"))?;
-    Ok(Setting::Limit { rate, burst })
+    Ok(Setting::Limited { rate, burst })
 }
 
 /// `90s`, `15m`, `2h`, `1d` (also `ms` and `min`).

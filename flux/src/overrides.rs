@@ -32,7 +32,9 @@ use crate::{Key, Limit, Rate, ToKey};
 #[non_exhaustive]
 pub enum Setting {
     /// This rate and bucket capacity instead of the code's (the cost stays the code's).
-    Limit {
+    // Not `Limit`: a second item of that name would make rustc spell `flux::Limit` in full
+    // in users' error messages.
+    Limited {
         /// The sustained rate.
         rate: Rate,
         /// The bucket's capacity in tokens.
@@ -45,7 +47,7 @@ pub enum Setting {
 impl Setting {
     /// `rate` with a burst of its count, as [`Limit::new`] gives.
     pub fn rate(rate: Rate) -> Setting {
-        Setting::Limit {
+        Setting::Limited {
             rate,
             burst: rate.count(),
         }
@@ -55,7 +57,7 @@ impl Setting {
 impl fmt::Display for Setting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Setting::Limit { rate, burst } => write!(f, "{rate} burst={burst}"),
+            Setting::Limited { rate, burst } => write!(f, "{rate} burst={burst}"),
             Setting::Off => f.write_str("off"),
         }
     }
@@ -69,7 +71,7 @@ impl fmt::Display for Setting {
 /// use flux::{Override, Rate, Setting};
 /// use std::time::Duration;
 ///
-/// let raise = Override::new("api", Setting::Limit { rate: "100/s".parse()?, burst: 200 })
+/// let raise = Override::new("api", Setting::Limited { rate: "100/s".parse()?, burst: 200 })
 ///     .for_key("customer-42")
 ///     .expires_in(Duration::from_secs(3600));
 /// assert_eq!(raise.key.as_deref(), Some("customer-42"));
@@ -206,7 +208,7 @@ impl Stored {
             let burst = burst.map_or(Ok(rate.count()), too_big)?;
             flux_core::check_limit(rate, burst, cost.unwrap_or(1))
                 .map_err(|e| format!("{value:?}: {e}"))?;
-            Setting::Limit { rate, burst }
+            Setting::Limited { rate, burst }
         };
         Ok(Stored {
             setting,
@@ -360,7 +362,7 @@ impl Overrides {
             let in_force = match table.setting(limit.name(), key) {
                 None => limit.clone(),
                 Some(Setting::Off) => continue,
-                Some(Setting::Limit { rate, burst }) => self.overridden(limit, rate, burst),
+                Some(Setting::Limited { rate, burst }) => self.overridden(limit, rate, burst),
             };
             applied.limits.push(in_force);
             applied.index.push(i);
@@ -427,7 +429,7 @@ mod tests {
     fn the_stored_form_reads_back() {
         let o = Override::new(
             "api",
-            Setting::Limit {
+            Setting::Limited {
                 rate: Rate::per_second::<3>(),
                 burst: 5,
             },

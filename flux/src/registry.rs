@@ -103,7 +103,7 @@ fn form(rate: Rate, burst: u32, cost: u32) -> String {
 /// Reads a registered limit back.
 pub(crate) fn parse(name: &str, value: &str) -> Result<Limit, String> {
     let stored = crate::overrides::Stored::parse(value)?;
-    let crate::overrides::Setting::Limit { rate, burst } = stored.setting else {
+    let crate::overrides::Setting::Limited { rate, burst } = stored.setting else {
         return Err(format!("{value:?} is not a limit"));
     };
     Limit::named(name.to_owned(), rate)

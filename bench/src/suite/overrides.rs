@@ -151,7 +151,7 @@ async fn propagation(redis: &RedisServer) -> Res<(Vec<Duration>, Vec<Duration>)>
     // Let every subscription be in place.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut applied, mut cleared) = (Vec::new(), Vec::new());
-    let setting = Setting::Limit {
+    let setting = Setting::Limited {
         rate: Rate::per_second::<7>(),
         burst: 7,
     };
