@@ -166,8 +166,9 @@ async fn stacked_limits_are_all_or_nothing() {
     assert!(!d.allowed);
     assert_eq!(d.index, 1, "now the per-minute limit decides");
     assert_eq!(d.retry_after, Duration::from_millis(7_500 - 1_000));
-    // Exactly one key per limit, both in the client's hash tag.
-    let keys = server.cli(&["--raw", "KEYS", "stacked:*"]);
+    // Exactly one key per limit, both in the client's hash tag (`stacked:limits`, the
+    // registry of declared limits, is no bucket).
+    let keys = server.cli(&["--raw", "KEYS", "stacked:{*"]);
     let mut keys: Vec<&str> = keys.lines().collect();
     keys.sort_unstable();
     assert_eq!(keys, ["stacked:{c}:long", "stacked:{c}:short"]);
@@ -188,7 +189,12 @@ async fn idle_buckets_expire_when_full_again() {
     // Four tokens taken at 100 ms each: full again in ~400 ms.
     assert!((300..=400).contains(&pttl), "pttl {pttl}");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(server.dbsize(), 0, "an idle client costs no memory");
+    // Only the registry of declared limits (`ttl:limits`) is left.
+    assert_eq!(
+        server.cli(&["--raw", "KEYS", "ttl:{*"]),
+        "",
+        "an idle client costs no memory"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +213,8 @@ async fn hostile_keys_stay_isolated_and_inside_one_hash_tag() {
             "and its second is denied: it has its own bucket"
         );
     }
-    let keys = server.cli(&["--raw", "KEYS", "hostile:*"]);
+    // Buckets only: `hostile:limits` is the registry of declared limits.
+    let keys = server.cli(&["--raw", "KEYS", "hostile:{*"]);
     assert_eq!(keys.lines().count(), hostile.len());
     for key in keys.lines() {
         assert!(key.len() < 64, "{key}");

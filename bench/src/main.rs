@@ -42,7 +42,7 @@ use crate::redis_server::RedisServer;
 use crate::report::{Report, count, micros};
 use crate::suite::{
     HttpKeys, Sizes, part1_decisions, part1b_callers, part1c_batching, part2_http, part3_flood,
-    part4_outage, part5_micro, part6_memory, part7_telemetry, part8_lease,
+    part4_outage, part5_micro, part6_memory, part7_telemetry, part8_lease, part9_overrides,
 };
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -134,8 +134,8 @@ impl Options {
                 "--only" => {
                     for part in value()?.split(',') {
                         match part.trim().parse::<u8>() {
-                            Ok(n @ 1..=8) => options.only.push(n),
-                            _ => return Err(format!("--only takes parts 1 to 8, not {part:?}")),
+                            Ok(n @ 1..=9) => options.only.push(n),
+                            _ => return Err(format!("--only takes parts 1 to 9, not {part:?}")),
                         }
                     }
                 }
@@ -289,6 +289,9 @@ fn run(options: &Options) -> Res<()> {
     }
     if options.runs(8) {
         part8_lease(&mut report, &sizes, &runtime, &redis)?;
+    }
+    if options.runs(9) {
+        part9_overrides(&mut report, &sizes, &runtime, &redis)?;
     }
 
     report.preamble.push(format!(

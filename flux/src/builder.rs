@@ -52,6 +52,7 @@ pub struct Builder {
     clock: Option<Box<dyn Clock>>,
     deny_cache: bool,
     from_env: bool,
+    overrides_file: Option<std::path::PathBuf>,
 }
 
 /// The default deadline of a Redis call: long enough for a busy Redis on a loaded machine,
@@ -73,6 +74,7 @@ impl Default for Builder {
             clock: None,
             deny_cache: true,
             from_env: false,
+            overrides_file: None,
         }
     }
 }
@@ -91,6 +93,7 @@ impl Builder {
     /// | `FLUX_DENY_CACHE` | `off` disables the per-instance cache of Redis' denials | `on` |
     /// | `FLUX_SHADOW` | `on`: every limit decides and counts but never denies | `off` |
     /// | `FLUX_EXEMPT_IPS` | comma-separated IPs/CIDRs whose requests skip every limit | none |
+    /// | `FLUX_OVERRIDES` | in-memory backend: TOML file of overrides ([`Builder::overrides_file`]) | none |
     pub fn from_env() -> Result<Builder, Error> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mut builder = Builder {
@@ -124,6 +127,9 @@ impl Builder {
         }
         if let Some(ips) = var("FLUX_EXEMPT_IPS") {
             builder = builder.exempt_ips(ips.split(',').map(str::trim));
+        }
+        if let Some(path) = var("FLUX_OVERRIDES") {
+            builder = builder.overrides_file(path.trim());
         }
         if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
             builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
@@ -231,6 +237,16 @@ impl Builder {
         self
     }
 
+    /// The in-memory backend's overrides: a TOML file of `[[override]]` entries (`limit`,
+    /// `rate` or `"off"`, optional `burst` and `key`), read at build and again within a
+    /// second of each change. A file that is missing or malformed is reported and holds no
+    /// overrides; nothing fails. Ignored (with a warning) on Redis, where overrides live in
+    /// Redis. See the README, "Changing limits at runtime".
+    pub fn overrides_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.overrides_file = Some(path.into());
+        self
+    }
+
     /// The clock of the in-memory backend and of the `Local` fallback (tests drive time with
     /// a [`ManualClock`](crate::ManualClock)). Redis always uses its own clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -284,7 +300,16 @@ impl Builder {
                  not across instances"
             );
         }
-        Ok(Flux::new(Inner {
+        // Runtime overrides (admin.rs): the file is read now, so the first check sees it;
+        // Redis' are read by the background task, started now if there is a runtime.
+        if is_redis && let Some(path) = &self.overrides_file {
+            tracing::warn!(target: "flux", "overrides file {} ignored: on Redis, overrides are stored in Redis", path.display());
+        }
+        let overrides = crate::overrides::Overrides::new(self.overrides_file.filter(|_| !is_redis));
+        if let Some(path) = &overrides.file {
+            overrides.replace(crate::overrides_file::read(&overrides, path));
+        }
+        let flux = Flux::new(Inner {
             backend,
             memory,
             slots: crate::slots::SlotTable::new(),
@@ -297,7 +322,12 @@ impl Builder {
             deny: self.deny,
             // Only Redis' denials are worth remembering: memory answers as fast as the cache.
             deny_cache: (self.deny_cache && is_redis).then(|| DenyCache::new(self.deadline)),
-        }))
+            overrides: Arc::new(overrides),
+        });
+        if flux.inner.overrides.claim_start() {
+            flux.start_runtime();
+        }
+        Ok(flux)
     }
 
     /// Builds the limiter and makes it the process-wide one that `#[rate_limit]` uses.

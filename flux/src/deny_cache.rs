@@ -214,6 +214,18 @@ impl DenyCache {
         telemetry::deny_cache_entries(len);
     }
 
+    /// Forgets every denial: the limits they were computed with changed (an override).
+    pub(crate) fn clear(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let removed = shard.len();
+            shard.clear();
+            if removed > 0 {
+                self.shrank(removed);
+            }
+        }
+    }
+
     /// Whether the cache holds nothing (the common case outside a flood).
     pub(crate) fn is_empty(&self) -> bool {
         self.len.load(Ordering::Relaxed) == 0

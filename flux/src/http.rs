@@ -43,7 +43,7 @@ impl Decision {
     /// Adds the RateLimit header fields (and `Retry-After` on a denial) for this decision,
     /// whose deciding limit is `limits[self.index]`. Decisions of a failure policy carry
     /// no bucket state and add nothing, nor do refusals of an unadmissible cost (no retry
-    /// would pass).
+    /// would pass), nor exempt ones (an exempt client, limits turned off by an override).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
@@ -61,7 +61,7 @@ impl Decision {
     pub fn write_headers(&self, limits: &[Limit], headers: &mut HeaderMap) {
         if matches!(
             self.source,
-            Source::FailOpen | Source::FailClosed | Source::Unadmissible
+            Source::FailOpen | Source::FailClosed | Source::Unadmissible | Source::Exempt
         ) {
             return;
         }

@@ -91,6 +91,7 @@
 //! - The `testing` feature: `flux::testing::memory()`, an in-memory limiter on tokio's clock,
 //!   to prove a handler's limit in a unit test with `tokio::time::advance`.
 
+mod admin;
 mod breaker;
 mod builder;
 mod concurrency;
@@ -107,10 +108,13 @@ mod lease;
 mod limit;
 mod limiter;
 mod memory;
+mod overrides;
+mod overrides_file;
 mod per_request;
 mod policy;
 mod proxy;
 mod redis_store;
+mod registry;
 mod settle;
 mod slots;
 mod telemetry;
@@ -130,6 +134,7 @@ pub use crate::lease::TOKEN_LEASE_LIFETIME;
 pub use crate::limit::Limit;
 pub use crate::limiter::Flux;
 pub use crate::memory::{Clock, ManualClock, MonotonicClock};
+pub use crate::overrides::{Override, Setting};
 pub use crate::policy::FailurePolicy;
 // Not public API: switches batches between one script call and a pipeline, for side-by-side
 // benchmarks.

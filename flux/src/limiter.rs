@@ -40,6 +40,8 @@ pub(crate) struct Inner {
     pub(crate) deny: Option<DenyResponse>,
     /// Redis' recent denials (Redis backend only, unless turned off).
     pub(crate) deny_cache: Option<DenyCache>,
+    /// Limits changed at runtime, and the registry of declared limits (`admin`).
+    pub(crate) overrides: Arc<crate::overrides::Overrides>,
 }
 
 /// The configured rate limiter. Cheap to clone: clones share connections and buckets.
@@ -61,7 +63,7 @@ pub(crate) struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Flux {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 static GLOBAL: OnceLock<Flux> = OnceLock::new();
@@ -133,7 +135,18 @@ impl Flux {
             return Decision::unchecked(true, Source::Backend);
         }
         let key = key.to_key();
-        let mut decision = self.enforce(&key, limits, policy).await;
+        // Runtime overrides (admin.rs): decide with the limits in force, report by the
+        // checked ones; a check whose every limit is off skips the backend.
+        let applied = self.runtime_limits(&key, limits);
+        let in_force = applied.as_ref().map_or(limits, |a| &a.limits[..]);
+        let mut decision = if in_force.is_empty() {
+            Decision::unchecked(true, Source::Exempt)
+        } else {
+            self.enforce(&key, in_force, policy).await
+        };
+        if let Some(a) = &applied {
+            decision.index = a.original(decision.index);
+        }
         let shadow = shadow.unwrap_or(self.inner.shadow);
         let outcome = match (decision.allowed, shadow) {
             (true, _) => Outcome::Allowed,
@@ -303,17 +316,27 @@ impl Flux {
             return Ok(Decision::unchecked(true, Source::Backend));
         }
         let key = key.to_key();
+        // Runtime overrides, as in `check_with`.
+        let applied = self.runtime_limits(&key, limits);
+        let limits = applied.as_ref().map_or(limits, |a| &a.limits[..]);
+        if limits.is_empty() {
+            return Ok(Decision::unchecked(true, Source::Exempt));
+        }
         let plan = self.plan(&key, limits);
-        match &self.inner.backend {
-            Backend::Memory => Ok(self.local(&key, limits, &plan, now_micros, Source::Backend)),
+        let mut decision = match &self.inner.backend {
+            Backend::Memory => self.local(&key, limits, &plan, now_micros, Source::Backend),
             Backend::Redis(redis) => {
                 let mut out = Vec::with_capacity(limits.len());
                 let taken = redis
                     .check(&plan.keys, &plan.params, 1, now_micros, &mut out)
                     .await?;
-                Ok(summarize(taken > 0, &out, limits, Source::Backend))
+                summarize(taken > 0, &out, limits, Source::Backend)
             }
+        };
+        if let Some(a) = &applied {
+            decision.index = a.original(decision.index);
         }
+        Ok(decision)
     }
 
     /// Asks Redis for `PONG` (within `timeout`): a startup check that reports a wrong
@@ -428,7 +451,12 @@ impl Plan {
 
 /// One decision from per-bucket outcomes: on denial the bucket with the longest wait, on
 /// admission the one with the fewest tokens left.
-fn summarize(allowed: bool, buckets: &[Bucket], limits: &[Limit], source: Source) -> Decision {
+pub(crate) fn summarize(
+    allowed: bool,
+    buckets: &[Bucket],
+    limits: &[Limit],
+    source: Source,
+) -> Decision {
     let index = if allowed {
         (0..buckets.len()).min_by_key(|&i| buckets[i].remaining)
     } else {

@@ -165,6 +165,20 @@ impl MemoryStore {
         allowed
     }
 
+    /// Now and the stored `tat` of each of `buckets`, changing nothing (`Flux::peek`).
+    pub(crate) fn read(&self, key: &Key, buckets: &[String]) -> (u64, Vec<Option<u64>>) {
+        let shard = self.inner.hasher.hash_one(key) as usize % SHARDS;
+        let shard = self.inner.shards[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = self.inner.clock.now_micros();
+        let tats = buckets
+            .iter()
+            .map(|b| shard.tats.get(b.as_str()).copied())
+            .collect();
+        (now, tats)
+    }
+
     /// Now, on this backend's clock (µs).
     pub(crate) fn now_micros(&self) -> u64 {
         self.inner.clock.now_micros()

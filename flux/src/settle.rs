@@ -110,6 +110,11 @@ impl Flux {
         policy: Option<FailurePolicy>,
     ) -> Charged {
         let key = key.to_key();
+        // Under an override (admin.rs) the charge uses the limit in force; none when off.
+        let Some(limit) = self.limit_in_force(&key, limit) else {
+            return Charged::dropped(Source::Exempt);
+        };
+        let limit = &*limit;
         let policy = policy.unwrap_or_else(|| self.failure_policy());
         let Backend::Redis(redis) = self.backend() else {
             return self.charge_local(&key, limit, cost, None, Source::Backend);
@@ -153,6 +158,11 @@ impl Flux {
         now_micros: Option<u64>,
     ) -> Result<Charged, Error> {
         let key = key.to_key();
+        // Overrides, as in `charge_with_policy`.
+        let Some(limit) = self.limit_in_force(&key, limit) else {
+            return Ok(Charged::dropped(Source::Exempt));
+        };
+        let limit = &*limit;
         match self.backend() {
             Backend::Memory => {
                 Ok(self.charge_local(&key, limit, cost, now_micros, Source::Backend))

@@ -98,6 +98,9 @@ const OUTCOMES: usize = 4;
 #[derive(Default)]
 pub(crate) struct Counters {
     series: [[OnceLock<Counter>; SOURCES.len()]; OUTCOMES],
+    /// The limiter that registered this limit last (`registry`): kept with the state every
+    /// check already touches, so that an already registered limit costs one atomic load.
+    pub(crate) registered_with: std::sync::atomic::AtomicU64,
 }
 
 impl Counters {

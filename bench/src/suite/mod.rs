@@ -9,6 +9,7 @@ mod lease;
 mod memory;
 mod micro;
 mod outage;
+mod overrides;
 mod telemetry;
 
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub(crate) use self::lease::part8_lease;
 pub(crate) use self::memory::part6_memory;
 pub(crate) use self::micro::part5_micro;
 pub(crate) use self::outage::part4_outage;
+pub(crate) use self::overrides::part9_overrides;
 pub(crate) use self::telemetry::part7_telemetry;
 
 use crate::driver::{BenchRun, Window};

@@ -9,6 +9,8 @@
 mod batch;
 mod fleet;
 mod nodes;
+// Runtime overrides, the registry of declared limits and `peek` (see that file).
+pub(crate) mod overrides;
 mod scripts;
 
 use std::sync::{Arc, OnceLock};
@@ -66,6 +68,8 @@ enum Conn {
         client: Box<ClusterClient>,
         conn: OnceCell<ClusterConnection>,
         nodes: Arc<NodeMap>,
+        /// The node URLs given, for the override subscription (`overrides`).
+        urls: Vec<String>,
     },
 }
 
@@ -154,6 +158,7 @@ impl RedisStore {
                 client: Box::new(client),
                 conn: OnceCell::new(),
                 nodes: Arc::new(NodeMap::new()),
+                urls: urls.to_vec(),
             },
             breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
             deadline,
