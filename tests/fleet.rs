@@ -187,8 +187,10 @@ async fn during_an_outage_the_fleet_shares_the_limit_and_returns_to_redis_after(
         shared.other, 0,
         "the local policy answers 200 or 429, never an error"
     );
+    // Requests are counted by the phase they were sent in, and a loaded machine decides some
+    // of them a moment later: the phases' edges get the same slack as the outage.
     assert!(
-        shared.before as f64 <= bound(before),
+        shared.before as f64 <= 1.25 * bound(before),
         "before the outage the shared bucket holds: {shared:?}"
     );
     assert!(

@@ -370,13 +370,14 @@ impl Overrides {
         Some(applied)
     }
 
-    /// `limit` at `rate` and `burst`, keeping its name and cost; the code's limit when the
-    /// cost exceeds the new burst (reported once).
+    /// `limit` at `rate` and `burst`, keeping its name, cost and lease; the code's limit when
+    /// the cost exceeds the new burst (reported once).
     fn overridden(&self, limit: &Limit, rate: Rate, burst: u32) -> Limit {
         let name: Cow<'static, str> = limit.name_cow().clone();
         match Limit::named(name, rate)
             .with_burst(burst)
             .and_then(|l| l.with_cost(limit.cost()))
+            .map(|l| l.with_lease(limit.lease()))
         {
             Ok(in_force) => in_force,
             Err(e) => {
@@ -480,6 +481,17 @@ mod tests {
             o.apply(&Key::new("bob"), std::slice::from_ref(&OTHER))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_override_keeps_the_cost_and_the_lease_of_the_code() {
+        static HOT: Limit = Limit::new("hot", Rate::per_second::<1000>()).with_lease(50);
+        let hot = HOT.clone().with_cost(2).expect("cost within the burst");
+        let o = overrides(&[("hot", "300/s burst=100")]);
+        let applied = o.apply(&Key::new("k"), &[hot]).expect("applies");
+        let in_force = &applied.limits[0];
+        assert_eq!((in_force.burst(), in_force.cost()), (100, 2));
+        assert_eq!(in_force.lease(), 50);
     }
 
     #[test]
