@@ -118,14 +118,7 @@ pub(crate) fn share(p: Params, live: Option<u32>) -> Params {
 mod tests {
     use super::*;
     use crate::gcra::decide;
-
-    fn params(interval: u64, burst: u64, cost: u64) -> Params {
-        Params {
-            interval,
-            tolerance: interval * burst,
-            increment: interval * cost,
-        }
-    }
+    use crate::gcra::tests::params;
 
     /// Requests of `p` admitted at once, then over `secs` seconds of one request per ms.
     fn admitted(p: Params, secs: u64) -> u64 {

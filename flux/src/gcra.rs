@@ -154,10 +154,11 @@ pub(crate) fn settled(real: Params, bucket: Bucket) -> Bucket {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn params(interval: u64, burst: u64, cost: u64) -> Params {
+    /// A limit's parameters from its emission interval (µs), burst and cost.
+    pub(crate) fn params(interval: u64, burst: u64, cost: u64) -> Params {
         Params {
             interval,
             tolerance: interval * burst,

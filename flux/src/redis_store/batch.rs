@@ -1,6 +1,7 @@
 //! Batching: concurrent script calls on one connection share one write to Redis, and the
 //! rate-limit checks among them one script call.
 
+use std::borrow::Cow;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,19 +13,39 @@ use super::scripts::{self, Cache, Id};
 use crate::Error;
 use crate::gcra::Params;
 
-/// One script call to make.
-pub(super) enum Call {
+/// One script call to make. A call made alone borrows its caller's keys and parameters; one
+/// handed to the batch task owns them ([`Call::into_owned`]).
+pub(super) enum Call<'a> {
     /// A rate-limit check ([`scripts::GCRA`]): one client's bucket keys, each key's
     /// parameters, how many checks to take at once (a lease; 1 for a plain check), and
     /// `now` (µs) when a test drives time.
     Check {
-        keys: Vec<String>,
-        params: Vec<Params>,
+        keys: Cow<'a, [String]>,
+        params: Cow<'a, [Params]>,
         want: u64,
         now: Option<u64>,
     },
     /// A concurrency-slot operation: the `EVALSHA` of [`scripts::SLOTS`], sent as it is.
     Slots(redis::Cmd),
+}
+
+impl Call<'_> {
+    fn into_owned(self) -> Call<'static> {
+        match self {
+            Call::Check {
+                keys,
+                params,
+                want,
+                now,
+            } => Call::Check {
+                keys: Cow::Owned(keys.into_owned()),
+                params: Cow::Owned(params.into_owned()),
+                want,
+                now,
+            },
+            Call::Slots(cmd) => Call::Slots(cmd),
+        }
+    }
 }
 
 /// Whether concurrent checks are decided by one script call (the default) instead of one
@@ -59,7 +80,7 @@ impl Batcher {
     /// batch task.
     pub(super) async fn run(
         &self,
-        call: Call,
+        call: Call<'_>,
         mut conn: ConnectionManager,
         cache: &Arc<Cache>,
     ) -> Result<Vec<i64>, Error> {
@@ -68,7 +89,7 @@ impl Batcher {
             let mut answers = send(std::slice::from_ref(&call), &mut conn, cache).await;
             answers.pop().unwrap_or_else(|| Err(lost()))
         } else {
-            self.batched(call, conn, cache).await
+            self.batched(call.into_owned(), conn, cache).await
         }
     }
 
@@ -77,7 +98,7 @@ impl Batcher {
     /// runtime), another starts on the current one.
     async fn batched(
         &self,
-        call: Call,
+        call: Call<'static>,
         conn: ConnectionManager,
         cache: &Arc<Cache>,
     ) -> Result<Vec<i64>, Error> {
@@ -131,7 +152,7 @@ impl Drop for InFlight<'_> {
 
 /// One call waiting for the batch task, and where to send Redis' answer.
 struct Job {
-    call: Call,
+    call: Call<'static>,
     reply: oneshot::Sender<Result<Vec<i64>, Error>>,
 }
 
@@ -173,7 +194,7 @@ async fn run_batches(
 /// loaded is loaded in the same write, in front of its first call; calls that still meet
 /// `NOSCRIPT` (a script cache flushed meanwhile) go once more, with the load in front.
 async fn send(
-    calls: &[Call],
+    calls: &[Call<'_>],
     conn: &mut ConnectionManager,
     cache: &Cache,
 ) -> Vec<Result<Vec<i64>, Error>> {
@@ -234,7 +255,7 @@ struct Command {
 impl Round {
     /// The commands for `which` of `calls`: the checks that share a `now` go in one script
     /// call (unless one-call batches are off), each slot operation in its own.
-    fn plan(calls: &[Call], which: Vec<usize>, cache: &Cache) -> Round {
+    fn plan(calls: &[Call<'_>], which: Vec<usize>, cache: &Cache) -> Round {
         let one_call = ONE_CALL.load(Ordering::Relaxed);
         let mut commands: Vec<Command> = Vec::new();
         // The checks of each command of checks, grouped by `now`.
@@ -349,7 +370,7 @@ impl Round {
 }
 
 /// The `EVALSHA` of [`scripts::GCRA`] deciding the checks `group` of `calls`, all at `now`.
-fn check_command(calls: &[Call], now: Option<u64>, group: &[usize], epoch: u64) -> Command {
+fn check_command(calls: &[Call<'_>], now: Option<u64>, group: &[usize], epoch: u64) -> Command {
     let checks = || {
         group.iter().filter_map(|&i| match &calls[i] {
             Call::Check {
@@ -363,7 +384,7 @@ fn check_command(calls: &[Call], now: Option<u64>, group: &[usize], epoch: u64) 
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(scripts::GCRA.get_hash()).arg(nkeys);
     for (_, keys, _, _) in checks() {
-        for key in keys {
+        for key in keys.iter() {
             cmd.arg(key.as_str());
         }
     }
@@ -378,7 +399,7 @@ fn check_command(calls: &[Call], now: Option<u64>, group: &[usize], epoch: u64) 
         } else {
             cmd.arg(keys.len());
         }
-        for p in params {
+        for p in params.iter() {
             cmd.arg(p.interval).arg(p.tolerance).arg(p.increment);
         }
         answered.push((i, Some(keys.len())));
@@ -393,7 +414,7 @@ fn check_command(calls: &[Call], now: Option<u64>, group: &[usize], epoch: u64) 
 
 /// The one script command that makes `call` alone (for a cluster, which routes each call by
 /// its first key), and its script.
-pub(super) fn single(call: &Call) -> (Id, redis::Cmd) {
+pub(super) fn single(call: &Call<'_>) -> (Id, redis::Cmd) {
     match call {
         Call::Check { now, .. } => {
             let command = check_command(std::slice::from_ref(call), *now, &[0], 0);
@@ -418,7 +439,8 @@ fn split(
             return;
         }
     };
-    if let [(i, None)] = shares {
+    if let [(i, _)] = shares {
+        // The whole reply is this call's (its caller checks the length, as for any reply).
         answers[*i] = Some(Ok(values));
         return;
     }

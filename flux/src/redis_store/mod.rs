@@ -89,20 +89,30 @@ impl RedisStore {
         let display = redact(url);
         let client = redis::Client::open(url)
             .map_err(|e| Error::Config(format!("invalid Redis URL {display}: {e}")))?;
-        Ok(RedisStore {
-            conn: Conn::Single {
-                client,
-                manager: OnceLock::new(),
-                batcher: Batcher::new(),
-            },
-            breaker: Arc::new(Breaker::new(breaker, deadline, 1)),
+        let conn = Conn::Single {
+            client,
+            manager: OnceLock::new(),
+            batcher: Batcher::new(),
+        };
+        Ok(RedisStore::new(
+            conn,
+            Breaker::new(breaker, deadline, 1),
+            deadline,
+            display,
+        ))
+    }
+
+    fn new(conn: Conn, breaker: Breaker, deadline: Duration, display: String) -> RedisStore {
+        RedisStore {
+            conn,
+            breaker: Arc::new(breaker),
             deadline,
             metrics: telemetry::BackendMetrics::default(),
             scripts: Arc::default(),
             display,
             fleet: Arc::new(Fleet::new()),
             leases: Leases::new(),
-        })
+        }
     }
 
     fn manager(
@@ -153,21 +163,14 @@ impl RedisStore {
             .connection_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| Error::Config(format!("invalid Redis Cluster nodes {display}: {e}")))?;
-        Ok(RedisStore {
-            conn: Conn::Cluster {
-                client: Box::new(client),
-                conn: OnceCell::new(),
-                nodes: Arc::new(NodeMap::new()),
-                urls: urls.to_vec(),
-            },
-            breaker: Arc::new(Breaker::new(breaker, deadline, NODE_CIRCUITS)),
-            deadline,
-            metrics: telemetry::BackendMetrics::default(),
-            scripts: Arc::default(),
-            display,
-            fleet: Arc::new(Fleet::new()),
-            leases: Leases::new(),
-        })
+        let conn = Conn::Cluster {
+            client: Box::new(client),
+            conn: OnceCell::new(),
+            nodes: Arc::new(NodeMap::new()),
+            urls: urls.to_vec(),
+        };
+        let breaker = Breaker::new(breaker, deadline, NODE_CIRCUITS);
+        Ok(RedisStore::new(conn, breaker, deadline, display))
     }
 
     /// Runs the script within the deadline, taking up to `want` checks at once (a lease; 1
@@ -182,8 +185,8 @@ impl RedisStore {
         out: &mut Vec<Bucket>,
     ) -> Result<u64, Error> {
         let call = Call::Check {
-            keys: keys.to_vec(),
-            params: params.to_vec(),
+            keys: keys.into(),
+            params: params.into(),
             want,
             now: at,
         };
@@ -223,7 +226,7 @@ impl RedisStore {
     }
 
     /// Makes one script call within the deadline, recording its time and errors.
-    async fn call(&self, call: Call) -> Result<Vec<i64>, Error> {
+    async fn call(&self, call: Call<'_>) -> Result<Vec<i64>, Error> {
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.deadline, self.run(call)).await {
             Ok(result) => result,
@@ -240,7 +243,7 @@ impl RedisStore {
         result
     }
 
-    async fn run(&self, call: Call) -> Result<Vec<i64>, Error> {
+    async fn run(&self, call: Call<'_>) -> Result<Vec<i64>, Error> {
         match &self.conn {
             Conn::Single {
                 client,
