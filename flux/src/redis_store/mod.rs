@@ -235,10 +235,7 @@ impl RedisStore {
         telemetry::backend_call(&self.metrics, started.elapsed());
         if let Err(e) = &result {
             telemetry::backend_error(e);
-            if puts_scripts_in_doubt(e) {
-                // Whatever answers next may be a restarted or failed-over Redis.
-                self.scripts.doubt();
-            }
+            self.scripts.failed(e);
         }
         result
     }
@@ -429,16 +426,6 @@ async fn direct<C: redis::aio::ConnectionLike>(
             Ok(cmd.query_async::<Vec<i64>>(&mut conn).await?)
         }
         other => Ok(other?),
-    }
-}
-
-/// Whether a failed call leaves Redis' script cache in doubt: anything but an error reply of
-/// the server (a lost connection, a missed deadline).
-fn puts_scripts_in_doubt(e: &Error) -> bool {
-    match e {
-        Error::Timeout(_) => true,
-        Error::Redis(e) => !matches!(e.kind(), redis::ErrorKind::Server(_)),
-        _ => false,
     }
 }
 

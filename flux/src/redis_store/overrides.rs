@@ -80,18 +80,12 @@ impl RedisStore {
             .await
             .map_err(|_| Error::Timeout(ADMIN_DEADLINE))
             .and_then(|r| r);
-        self.note_failure(&result);
-        result
-    }
-
-    /// These calls share the checks' connection: one that meets a lost connection puts the
-    /// scripts in doubt as a failed check would (the next Redis may have an empty cache).
-    fn note_failure<T>(&self, result: &Result<T, Error>) {
-        if let Err(e) = result
-            && super::puts_scripts_in_doubt(e)
-        {
-            self.scripts.doubt();
+        // These calls share the checks' connection: a lost one puts the scripts in doubt as
+        // a failed check does.
+        if let Err(e) = &result {
+            self.scripts.failed(e);
         }
+        result
     }
 
     /// Every field and value of the hash `key`.
@@ -162,7 +156,9 @@ impl RedisStore {
             .await
             .map_err(|_| Error::Timeout(ADMIN_DEADLINE))
             .and_then(|r| r);
-        self.note_failure(&reply);
+        if let Err(e) = &reply {
+            self.scripts.failed(e);
+        }
         let reply = reply?;
         let [secs, micros, tats @ ..] = &reply[..] else {
             return Err(Error::Protocol(

@@ -129,9 +129,22 @@ impl Cache {
         }
     }
 
-    /// The connection failed or a call missed its deadline: Redis may be another server (a
-    /// restart, a failover) by the next call, so every script is loaded again with it.
-    pub(super) fn doubt(&self) {
+    /// A call on the connection failed with `e`. Anything but an error reply of the server (a
+    /// lost connection, a missed deadline) means that whatever answers next may be another
+    /// server (a restart, a failover), so every script is loaded again with the next calls.
+    pub(super) fn failed(&self, e: &crate::Error) {
+        let in_doubt = match e {
+            crate::Error::Timeout(_) => true,
+            crate::Error::Redis(e) => !matches!(e.kind(), redis::ErrorKind::Server(_)),
+            _ => false,
+        };
+        if in_doubt {
+            self.doubt();
+        }
+    }
+
+    /// Redis may be another server by the next call: every script is loaded again with it.
+    fn doubt(&self) {
         for epoch in &self.epochs {
             if epoch.load(Ordering::Acquire) & (LOADED | RELOADING) != 0 {
                 let _ = epoch.fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
