@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Query};
 use axum::http::{Request, StatusCode};
@@ -90,15 +88,6 @@ async fn admitted(app: &Router, path: &str, max: usize) -> usize {
     max
 }
 
-fn redis_flux(server: &RedisServer, prefix: &str) -> Flux {
-    Flux::builder()
-        .redis(server.url())
-        .key_prefix(prefix)
-        .deadline(Duration::from_secs(5))
-        .build()
-        .expect("valid configuration")
-}
-
 /// Two users on different plans, and two on the same one: each gets its plan's burst.
 async fn plans_give_each_caller_its_own_limit(flux: Flux) {
     let app = app(flux);
@@ -114,7 +103,7 @@ async fn plans_give_each_caller_its_own_limit(flux: Flux) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_give_each_caller_its_own_limit_on_redis() {
     let server = RedisServer::start();
-    plans_give_each_caller_its_own_limit(redis_flux(&server, "tiers")).await;
+    plans_give_each_caller_its_own_limit(server.flux("tiers")).await;
     // The buckets are the plans' names, one per user.
     let keys = server.cli(&["KEYS", "tiers:*"]);
     assert!(keys.contains("tiers:{alice}:tiers-free"), "{keys}");
@@ -172,7 +161,7 @@ async fn computed_costs(flux: Flux) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn computed_costs_on_redis() {
     let server = RedisServer::start();
-    computed_costs(redis_flux(&server, "costs")).await;
+    computed_costs(server.flux("costs")).await;
 }
 
 #[tokio::test]

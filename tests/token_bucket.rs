@@ -8,17 +8,6 @@ use std::time::{Duration, Instant};
 use flux::{Flux, Limit, Rate, Source};
 use support::RedisServer;
 
-/// A limiter on `server` with a deadline generous enough for a loaded CI machine: these tests
-/// are about the algorithm, not about outages.
-fn redis_flux(server: &RedisServer, prefix: &str) -> Flux {
-    Flux::builder()
-        .redis(server.url())
-        .key_prefix(prefix)
-        .deadline(Duration::from_secs(5))
-        .build()
-        .expect("valid configuration")
-}
-
 fn limit(name: &'static str, rate: &str, burst: u32) -> Limit {
     Limit::named(name, rate.parse().expect("valid rate"))
         .with_burst(burst)
@@ -31,7 +20,7 @@ const MS: u64 = 1_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn burst_is_admitted_then_denied_with_exact_retry_after() {
     let server = RedisServer::start();
-    let flux = redis_flux(&server, "burst");
+    let flux = server.flux("burst");
     let l = [limit("search", "10/s", 3)];
     for expected_remaining in [2, 1, 0] {
         let d = flux
@@ -81,7 +70,7 @@ async fn burst_is_admitted_then_denied_with_exact_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_clock_refills_in_real_time() {
     let server = RedisServer::start();
-    let flux = redis_flux(&server, "realtime");
+    let flux = server.flux("realtime");
     let l = [limit("rt", "20/s", 2)];
     assert!(flux.try_check("c", &l).await.expect("redis").allowed);
     assert!(flux.try_check("c", &l).await.expect("redis").allowed);
@@ -112,7 +101,7 @@ async fn server_clock_refills_in_real_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cost_takes_that_many_tokens_and_waits_for_all_of_them() {
     let server = RedisServer::start();
-    let flux = redis_flux(&server, "cost");
+    let flux = server.flux("cost");
     let heavy = [limit("export", "1/s", 5)
         .with_cost(3)
         .expect("cost <= burst")];
@@ -134,7 +123,7 @@ async fn cost_takes_that_many_tokens_and_waits_for_all_of_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stacked_limits_are_all_or_nothing() {
     let server = RedisServer::start();
-    let flux = redis_flux(&server, "stacked");
+    let flux = server.flux("stacked");
     // 5 per second, and 8 per minute.
     let limits = [limit("short", "5/s", 5), limit("long", "8/min", 8)];
     for i in 0..5 {
@@ -177,7 +166,7 @@ async fn stacked_limits_are_all_or_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_buckets_expire_when_full_again() {
     let server = RedisServer::start();
-    let flux = redis_flux(&server, "ttl");
+    let flux = server.flux("ttl");
     let l = [limit("ttl", "10/s", 10)];
     for _ in 0..4 {
         assert!(flux.try_check("c", &l).await.expect("redis").allowed);
@@ -200,7 +189,7 @@ async fn idle_buckets_expire_when_full_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_keys_stay_isolated_and_inside_one_hash_tag() {
     let server = RedisServer::start();
-    let flux = redis_flux(&server, "hostile");
+    let flux = server.flux("hostile");
     let l = [limit("h", "1/min", 1)];
     let huge = vec![b'x'; 1 << 20];
     let hostile: [&[u8]; 6] = [&huge, b"}{", b"a}b", b"\0\xff\n", b"{", b"#"];
@@ -226,7 +215,7 @@ async fn hostile_keys_stay_isolated_and_inside_one_hash_tag() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_and_redis_give_identical_answers() {
     let server = RedisServer::start();
-    let redis = redis_flux(&server, "same");
+    let redis = server.flux("same");
     let memory = Flux::builder().build().expect("valid configuration");
     let limits = [
         limit("a", "3/s", 4),
@@ -266,7 +255,7 @@ async fn rates_and_limits_reject_bad_input_as_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_list_of_limits_admits_without_asking() {
     let server = RedisServer::start();
-    let flux = redis_flux(&server, "empty");
+    let flux = server.flux("empty");
     assert!(flux.check_all("k", &[]).await.allowed);
     assert!(
         flux.try_check("k", &[])

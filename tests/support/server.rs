@@ -181,6 +181,17 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
+    /// A limiter on this server, its keys under `prefix`, with a deadline generous enough for a
+    /// loaded CI machine: for tests about the algorithm, not about outages.
+    pub(crate) fn flux(&self, prefix: &str) -> flux::Flux {
+        flux::Flux::builder()
+            .redis(self.url())
+            .key_prefix(prefix)
+            .deadline(Duration::from_secs(5))
+            .build()
+            .expect("valid configuration")
+    }
+
     /// `redis://:PASSWORD@127.0.0.1:PORT/`, the password percent-encoded. Any password can be
     /// given, to test a wrong one too.
     pub(crate) fn url_with_password(&self, password: &str) -> String {
