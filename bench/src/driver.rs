@@ -5,7 +5,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flux::{Flux, Key, Limit, Rate, Source};
+use flux::decision::Source;
+use flux::{Flux, Key, Limit, Rate};
 
 use crate::Res;
 use crate::redis_server::{RawPing, RedisServer};

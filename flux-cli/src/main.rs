@@ -15,7 +15,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use flux::{Builder, Flux, Key, Limit, Override, Rate, Setting};
+use flux::overrides::{Override, Setting};
+use flux::{Builder, Flux, Key, Limit, Rate};
 
 /// List, override and inspect the rate limits of a running Flux fleet.
 #[derive(Parser)]

@@ -4,7 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
-use flux::{Decision, Key, Limit, Override, Setting, Source};
+use flux::decision::Source;
+use flux::overrides::{Override, Setting};
+use flux::{Decision, Key, Limit};
 
 /// `flux limits`: a header, then one row per registered limit (`KEY` = `*`, with its
 /// limit-wide override or `-`) followed by one row per per-key override of it; overrides

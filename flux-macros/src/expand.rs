@@ -153,10 +153,10 @@ fn private(krate: Option<&Path>, span: Span) -> TokenStream {
 //         on `async fn search`
 // Output: let __flux_limits: ::flux::__private::Limits = ::flux::__private::fixed({
 //             static __FLUX_LIMITS: [::flux::__private::Limit; 2] = [
-//                 ::flux::__private::Limit::__from_macro(
+//                 ::flux::__private::limit(
 //                     ::core::concat!(::core::module_path!(), "::", "search#1"),
 //                     10u32, 1000000u64, 5u32, 1u32),
-//                 ::flux::__private::Limit::__from_macro(
+//                 ::flux::__private::limit(
 //                     "hourly", 100u32, 3600000000u64, 100u32, 1u32),
 //             ];
 //             &__FLUX_LIMITS
@@ -172,7 +172,7 @@ fn private(krate: Option<&Path>, span: Span) -> TokenStream {
 //             ::flux::__private::with_cost(
 //                 ::flux::__private::limit_of(&(user.plan.limit())), body.items.len()),
 //             ::flux::__private::with_cost(
-//                 { static __FLUX_LIMIT: ::flux::__private::Limit = /* __from_macro, cost 1 */;
+//                 { static __FLUX_LIMIT: ::flux::__private::Limit = /* limit(..), cost 1 */;
 //                   ::flux::__private::limit_of(&__FLUX_LIMIT) },
 //                 body.items.len()),
 //         ]);
@@ -183,7 +183,7 @@ fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
     let krate = stack.krate.as_ref();
     let fn_name = func.sig.ident.unraw().to_string();
     let stacked = limits.len() > 1;
-    // `Limit::__from_macro(...)` of a fixed limit, spanned at its rate.
+    // `__private::limit(...)` of a fixed limit, spanned at its rate.
     let from_macro = |i: usize, limit: &LimitSpec, count: u32, period_us: u64, burst: u32| {
         let name = match &limit.name {
             Some(name) => quote!(#name),
@@ -206,7 +206,7 @@ fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
         let lease = limit.lease;
         let lease = (lease > 0).then(|| quote_spanned!(span=> .with_lease(#lease)));
         quote_spanned! {span=>
-            #private::Limit::__from_macro(#name, #count, #period_us, #burst, #cost) #lease
+            #private::limit(#name, #count, #period_us, #burst, #cost) #lease
         }
     };
     let p = private(krate, Span::call_site());
@@ -282,7 +282,7 @@ fn limits_let(func: &ItemFn, stack: &Stack) -> TokenStream {
 // Output: let __flux_concurrency: ::core::option::Option<&'static ::flux::__private::ConcurrencyLimit> =
 //             ::core::option::Option::Some({
 //                 static __FLUX_CONCURRENCY: ::flux::__private::ConcurrencyLimit =
-//                     ::flux::__private::ConcurrencyLimit::__from_macro(
+//                     ::flux::__private::concurrency(
 //                         ::core::concat!(::core::module_path!(), "::", "export"), 2u32, 10000u64);
 //                 &__FLUX_CONCURRENCY
 //             });
@@ -310,7 +310,7 @@ fn concurrency_let(func: &ItemFn, stack: &Stack) -> TokenStream {
     };
     let private = private(krate, *span);
     let init = quote_spanned! {*span=>
-        #private::ConcurrencyLimit::__from_macro(#name, #max, #lease_ms)
+        #private::concurrency(#name, #max, #lease_ms)
     };
     quote! {
         let #ident: #ty = ::core::option::Option::Some({

@@ -130,7 +130,7 @@ mod valid;
 /// - `key = "header:x-api-key"`: the value of that request header (name checked and
 ///   lowercased at compile time); a request without it is answered `400`.
 /// - `key = user.id`, `key = tenant`, ...: any expression over the fn's arguments whose type
-///   implements `flux::ToKey`. It is evaluated before the body, by reference
+///   implements `flux::key::ToKey`. It is evaluated before the body, by reference
 ///   (`&(EXPR)`), so the arguments are borrowed, never moved. A string literal is always
 ///   read as one of the forms above, never as a constant key.
 ///
@@ -210,7 +210,7 @@ pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// A request takes a slot before the body runs and releases it when the response has been
 /// produced, or when the handler panics, or when the client disconnects and the request's
-/// future is dropped (the slot is a guard, `flux::Slot`, released on drop). Over the limit
+/// future is dropped (the slot is a guard, `flux::concurrency::Slot`, released on drop). Over the limit
 /// the body does not run and the answer is `429 Too Many Requests` with `Retry-After: 1`
 /// and a body saying it is a concurrency limit.
 ///

@@ -28,7 +28,7 @@ pub(crate) struct LimitSpec {
 
 /// Where a limit's rate and burst come from.
 pub(crate) enum LimitSource {
-    /// `rate` and `burst` literals: what `Limit::__from_macro` receives (with the literal
+    /// `rate` and `burst` literals: what `__private::limit` receives (with the literal
     /// cost, or 1 when the cost is computed).
     Fixed {
         count: u32,
@@ -46,7 +46,7 @@ impl LimitSpec {
     }
 }
 
-/// A concurrency limit, validated: what `ConcurrencyLimit::__from_macro` receives.
+/// A concurrency limit, validated: what `__private::concurrency` receives.
 pub(crate) struct ConcurrencySpec {
     /// The explicit `name`, if any.
     pub(crate) name: Option<String>,

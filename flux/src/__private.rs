@@ -2,24 +2,34 @@
 #![allow(clippy::result_large_err)] // rejections are responses, built once per request
 
 use std::borrow::{Borrow, Cow};
+use std::convert::Infallible;
 use std::future::Future;
 
 use axum::response::IntoResponse;
 
-pub use crate::http::{HeaderKey, RequestHeaders, Scope};
-pub use crate::per_request::{CostValue, Limits, Unadmissible};
-pub use crate::{ConcurrencyLimit, FailurePolicy, Key, Limit};
+pub use crate::concurrency::ConcurrencyLimit;
+pub use crate::http::client::{HeaderKey, RequestHeaders, Scope};
+pub use crate::http::flow::Options;
+pub use crate::model::cost::{CostValue, Limits, Unadmissible};
+pub use crate::model::key::{Key, ToKey};
+pub use crate::model::limit::Limit;
+pub use crate::outage::policy::FailurePolicy;
+// Switches batches between one script call and a pipeline, for side-by-side benchmarks.
+pub use crate::store::redis::set_one_call_batches;
 pub use axum::response::Response;
 
-use crate::{RateLimited, ToKey};
+use crate::http::flow::{self, Verdict};
+use crate::model::decision::RateLimited;
 
-/// A check's options from the attribute: `on_error`, `mode` (shadow: `Some(true)`; enforce:
-/// `Some(false)`; unset: the limiter's) and whether `exempt = EXPR` held for this call.
-#[derive(Clone, Copy, Debug)]
-pub struct Options {
-    pub on_error: Option<FailurePolicy>,
-    pub shadow: Option<bool>,
-    pub exempt: bool,
+/// The `static` of a `#[rate_limit]` limit whose arguments are all literals, validated at
+/// compile time (a bad one fails the build: the `static` is evaluated at compile time).
+pub const fn limit(name: &'static str, count: u32, period_us: u64, burst: u32, cost: u32) -> Limit {
+    Limit::from_macro(name, count, period_us, burst, cost)
+}
+
+/// The `static` of a `#[concurrency_limit]`, validated at compile time.
+pub const fn concurrency(name: &'static str, max: u32, lease_ms: u64) -> ConcurrencyLimit {
+    ConcurrencyLimit::from_macro(name, max, lease_ms)
 }
 
 /// The limits of a stack whose limits and costs are all literals: its `static`s.
@@ -30,18 +40,18 @@ pub fn fixed(limits: &'static [Limit]) -> Limits {
 /// The limit of `limit = <expression>` (anything that borrows as a `Limit`), or one of the
 /// stack's `static`s when another limit of the stack is computed.
 pub fn limit_of<L: Borrow<Limit> + ?Sized>(limit: &L) -> Limit {
-    crate::per_request::owned(limit)
+    crate::model::cost::owned(limit)
 }
 
 /// `limit` with `cost = <expression>` (any primitive integer), or with a literal cost that
 /// could not be checked at compile time (`limit = ...` gives the burst only at run time).
 pub fn with_cost<C: CostValue>(limit: Limit, cost: C) -> Result<Limit, Unadmissible> {
-    crate::per_request::with_cost(limit, cost)
+    crate::model::cost::with_cost(limit, cost)
 }
 
 /// The limits of a stack with computed limits or costs.
 pub fn per_request<const N: usize>(limits: [Result<Limit, Unadmissible>; N]) -> Limits {
-    crate::per_request::collect(limits)
+    crate::model::cost::collect(limits)
 }
 
 /// The key of `key = "global"`.
@@ -77,10 +87,9 @@ pub fn typed<R, F: Future<Output = R>>(body: F) -> F {
     body
 }
 
-/// The body of a limited axum handler, on the limiter that serves the request: an exempt
-/// request runs the body unchecked; otherwise check the rate limits, then take a slot of
-/// the concurrency limit (if any), then run the body and add the RateLimit header fields to
-/// its response (not in shadow mode), or answer 429/503 without running it. The slot is
+/// The body of a limited axum handler, on the limiter that serves the request: the request
+/// flow (exempt, key, limits, check, slot), then the body with the RateLimit header fields
+/// added to its response (not in shadow mode), or 429/503 without running it. The slot is
 /// released when the response has been produced, or when this future is dropped or the body
 /// panics (the guard's drop).
 pub async fn http<R, F, const IP: bool>(
@@ -88,91 +97,39 @@ pub async fn http<R, F, const IP: bool>(
     limits: Limits,
     concurrency: Option<&'static ConcurrencyLimit>,
     key: Result<Key, Response>,
-    options: Options,
+    mut options: Options,
     body: F,
 ) -> Response
 where
     F: Future<Output = R>,
     R: IntoResponse,
 {
-    let flux = &scope.flux;
-    if options.exempt || scope.is_exempt() {
-        flux.exempt(counted(&limits));
-        return body.await.into_response();
+    options.exempt |= scope.is_exempt();
+    let body = async { Ok::<_, Infallible>(body.await.into_response()) };
+    let limits = limits.as_deref();
+    match flow::serve(&scope.flux, limits, concurrency, || key, options, body).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     }
-    let key = match key {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let shadow = options.shadow.unwrap_or_else(|| flux.is_shadow());
-    let limits = match limits {
-        Ok(limits) => limits,
-        Err(unadmissible) => {
-            let decision = unadmissible.decide(flux, shadow);
-            if shadow {
-                return body.await.into_response();
-            }
-            return unadmissible.response(flux, &decision);
-        }
-    };
-    let limits = &*limits;
-    let decision = flux
-        .check_with(&key, limits, options.on_error, Some(shadow))
-        .await;
-    if !decision.allowed {
-        return crate::http::denied(flux, &decision, limits);
-    }
-    let slot = match concurrency {
-        Some(limit) => {
-            match flux
-                .acquire_with(&key, limit, options.on_error, Some(shadow))
-                .await
-            {
-                Ok(slot) => Some(slot),
-                Err(denied) => return denied.into_response(),
-            }
-        }
-        None => None,
-    };
-    let mut response = body.await.into_response();
-    drop(slot);
-    if !shadow {
-        decision.write_headers(limits, response.headers_mut());
-    }
-    response
 }
 
 /// The check of a rate-limited plain `async fn`, on the process-wide limiter: `Err` on
 /// denial (and under the `Closed` policy when Redis is unavailable).
 pub async fn plain(limits: Limits, key: Key, options: Options) -> Result<(), RateLimited> {
     let flux = crate::Flux::global();
-    if options.exempt {
-        flux.exempt(counted(&limits));
-        return Ok(());
-    }
-    let limits = match limits {
-        Ok(limits) => limits,
-        Err(unadmissible) => {
-            let shadow = options.shadow.unwrap_or_else(|| flux.is_shadow());
-            let decision = unadmissible.decide(flux, shadow);
-            return if shadow {
-                Ok(())
-            } else {
-                Err(unadmissible.error(decision))
-            };
-        }
-    };
-    flux.check_with(&key, &limits, options.on_error, options.shadow)
-        .await
-        .into_result()
-        .map(drop)
-}
-
-/// The limits an exempt request is counted under: the request's, or the one whose cost it
-/// could not pay.
-fn counted(limits: &Limits) -> &[Limit] {
-    match limits {
-        Ok(limits) => limits,
-        Err(unadmissible) => std::slice::from_ref(unadmissible.limit()),
+    let verdict = flow::admit(
+        flux,
+        limits.as_deref(),
+        None,
+        || Ok::<_, Infallible>(key),
+        options,
+    )
+    .await;
+    match verdict {
+        Verdict::Admitted(_) => Ok(()),
+        Verdict::Denied(decision) => decision.into_result().map(drop),
+        Verdict::Unadmissible(decision, refused) => Err(refused.error(decision)),
+        Verdict::Busy(_) => unreachable!("a plain fn has no concurrency limit"),
+        Verdict::NoKey(never) => match never {},
     }
 }

@@ -91,62 +91,67 @@
 //! - The `testing` feature: `flux::testing::memory()`, an in-memory limiter on tokio's clock,
 //!   to prove a handler's limit in a unit test with `tokio::time::advance`.
 
-mod admin;
-mod breaker;
-mod builder;
-mod concurrency;
-mod decision;
-mod deny_cache;
-mod error;
-mod fleet;
-mod gcra;
-mod health;
-mod http;
-mod key;
-mod layer;
-mod lease;
-mod limit;
+mod hot;
 mod limiter;
-mod memory;
-mod overrides;
-mod overrides_file;
-mod per_request;
-mod policy;
-mod proxy;
-mod redis_store;
-mod registry;
-mod settle;
-mod slots;
+mod model;
+mod outage;
+mod store;
 mod telemetry;
+
+pub mod concurrency;
+pub mod error;
+pub mod http;
+pub mod overrides;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use crate::breaker::BreakerConfig;
-pub use crate::builder::{Builder, DEFAULT_DEADLINE, DenyResponse};
-pub use crate::concurrency::{CONCURRENCY_RETRY_AFTER, ConcurrencyLimit, ConcurrencyLimited, Slot};
-pub use crate::decision::{Decision, RateLimited, Source};
+// The types most users need.
 pub use crate::error::Error;
-pub use crate::health::{Health, LastError, OpenCircuit};
-pub use crate::http::{ClientIp, RATELIMIT, RATELIMIT_POLICY};
-pub use crate::key::{Key, MAX_PLAIN_KEY_LEN, ToKey};
-pub use crate::layer::{FluxLayer, FluxService};
-pub use crate::lease::TOKEN_LEASE_LIFETIME;
-pub use crate::limit::Limit;
-pub use crate::limiter::Flux;
-pub use crate::memory::{Clock, ManualClock, MonotonicClock};
-pub use crate::overrides::{Override, Setting};
-pub use crate::policy::FailurePolicy;
-// Not public API: switches batches between one script call and a pipeline, for side-by-side
-// benchmarks.
-#[doc(hidden)]
-pub use crate::redis_store::set_one_call_batches;
-pub use crate::settle::Charged;
-pub use flux_core::{
-    ConcurrencyError, DEFAULT_LEASE, LimitError, MAX_LEASE, MIN_LEASE, Rate, RateError,
-};
-
+pub use crate::http::FluxLayer;
+pub use crate::limiter::{Builder, Flux};
+pub use crate::model::decision::{Decision, RateLimited};
+pub use crate::model::key::Key;
+pub use crate::model::limit::Limit;
+pub use crate::outage::policy::FailurePolicy;
+pub use flux_core::Rate;
 pub use flux_macros::{concurrency_limit, rate_limit};
 
-// Not public API: the support code of `#[rate_limit]`'s expansion.
+/// Limits: [`Limit`] and [`Rate`], their errors, and leasing.
+pub mod limit {
+    pub use crate::hot::lease::TOKEN_LEASE_LIFETIME;
+    pub use crate::model::limit::Limit;
+    pub use flux_core::{LimitError, Rate, RateError};
+}
+
+/// Client keys: what identifies a client, and how a value becomes one.
+pub mod key {
+    pub use crate::model::key::{Key, MAX_PLAIN_KEY_LEN, ToKey};
+}
+
+/// What a check or a charge answered: [`Decision`], who decided it ([`Source`](crate::decision::Source)), a denial
+/// as an error ([`RateLimited`]), and what a charge did ([`Charged`](crate::decision::Charged)).
+pub mod decision {
+    pub use crate::limiter::Charged;
+    pub use crate::model::decision::{Decision, RateLimited, Source};
+}
+
+/// Configuring a limiter: [`Builder`], the circuit breaker's settings, the failure policy.
+pub mod config {
+    pub use crate::limiter::{Builder, DEFAULT_DEADLINE};
+    pub use crate::outage::breaker::BreakerConfig;
+    pub use crate::outage::policy::FailurePolicy;
+}
+
+/// What a readiness probe reads: [`Flux::health`](crate::Flux::health).
+pub mod health {
+    pub use crate::outage::health::{Health, LastError, OpenCircuit};
+}
+
+/// Clocks of the in-memory backend (tests drive a [`ManualClock`](crate::clock::ManualClock)).
+pub mod clock {
+    pub use crate::model::clock::{Clock, ManualClock, MonotonicClock};
+}
+
+// Not public API: the support code of the attributes' expansion.
 #[doc(hidden)]
 pub mod __private;

@@ -1,5 +1,6 @@
-//! Metrics (through the `metrics` facade: the application installs the exporter) and the
-//! denial log.
+//! Metrics, through the `metrics` facade (the application installs the exporter): their
+//! names, labels and handles. The bottom of the crate: it knows metric names and label
+//! values, never limits, keys or decisions (those layers hand it names and labels).
 //!
 //! The names and labels are public API, listed in the README:
 //!
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, SharedString, counter, gauge, histogram};
 
-use crate::{ConcurrencyLimit, Decision, Error, Key, Limit, Source};
+use crate::error::{BackendErrorKind, Error};
 
 /// `flux_decisions_total`: decisions, per limit.
 pub(crate) const DECISIONS: &str = "flux_decisions_total";
@@ -61,30 +62,34 @@ impl Outcome {
     }
 }
 
-/// The `source` labels, in the order of [`source_index`].
-const SOURCES: [&str; 8] = [
-    "redis",
-    "memory",
-    "deny_cache",
-    "fallback_local",
-    "fallback_open",
-    "fallback_closed",
-    "none",
-    "lease",
-];
+/// The `source` label of a decision: who decided it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum SourceLabel {
+    Redis,
+    Memory,
+    DenyCache,
+    FallbackLocal,
+    FallbackOpen,
+    FallbackClosed,
+    None,
+    Lease,
+}
 
-/// The index in [`SOURCES`] of a decision's `source` label; `redis` says whether the backend
-/// is Redis or memory.
-fn source_index(source: Source, redis: bool) -> usize {
-    match source {
-        Source::Backend if redis => 0,
-        Source::Backend => 1,
-        Source::Cached => 2,
-        Source::Local => 3,
-        Source::FailOpen => 4,
-        Source::FailClosed => 5,
-        Source::Exempt | Source::Unadmissible => 6,
-        Source::Leased => 7,
+impl SourceLabel {
+    const COUNT: usize = 8;
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SourceLabel::Redis => "redis",
+            SourceLabel::Memory => "memory",
+            SourceLabel::DenyCache => "deny_cache",
+            SourceLabel::FallbackLocal => "fallback_local",
+            SourceLabel::FallbackOpen => "fallback_open",
+            SourceLabel::FallbackClosed => "fallback_closed",
+            SourceLabel::None => "none",
+            SourceLabel::Lease => "lease",
+        }
     }
 }
 
@@ -97,55 +102,35 @@ const OUTCOMES: usize = 4;
 /// so install the exporter before the first check.
 #[derive(Default)]
 pub(crate) struct Counters {
-    series: [[OnceLock<Counter>; SOURCES.len()]; OUTCOMES],
-    /// The limiter that registered this limit last (`registry`): kept with the state every
-    /// check already touches, so that an already registered limit costs one atomic load.
+    series: [[OnceLock<Counter>; SourceLabel::COUNT]; OUTCOMES],
+    /// The limiter that registered this limit last (the overrides' registry of limit names):
+    /// kept with the state every check already touches, so that an already registered limit
+    /// costs one atomic load.
     pub(crate) registered_with: std::sync::atomic::AtomicU64,
 }
 
 impl Counters {
+    /// Counts one decision of the limit named `limit`.
     #[allow(clippy::ptr_arg)] // the Cow tells a borrowed name (no copy) from an owned one
-    fn get(&self, limit: &Cow<'static, str>, outcome: Outcome, source: usize) -> &Counter {
-        self.series[outcome as usize][source].get_or_init(|| {
-            counter!(
-                DECISIONS,
-                "limit" => label(limit),
-                "outcome" => outcome.label(),
-                "source" => SOURCES[source]
-            )
-        })
-    }
-}
-
-/// Counts one check: one increment per limit checked, each with the check's outcome (a
-/// stacked check is all or nothing, so a denial by one limit is a denial for all of them,
-/// none of which was charged).
-pub(crate) fn count(limits: &[Limit], outcome: Outcome, source: Source, redis: bool) {
-    let source = source_index(source, redis);
-    for limit in limits {
-        limit
-            .counters()
-            .get(limit.name_cow(), outcome, source)
+    pub(crate) fn count(&self, limit: &Cow<'static, str>, outcome: Outcome, source: SourceLabel) {
+        self.series[outcome as usize][source as usize]
+            .get_or_init(|| {
+                counter!(
+                    DECISIONS,
+                    "limit" => label(limit),
+                    "outcome" => outcome.label(),
+                    "source" => source.as_str()
+                )
+            })
             .increment(1);
     }
-}
-
-/// Counts one decision of a concurrency limit, as `flux_decisions_total` with the limit's
-/// name.
-pub(crate) fn count_slots(limit: &ConcurrencyLimit, outcome: Outcome, source: Source, redis: bool) {
-    let source = source_index(source, redis);
-    limit
-        .metrics()
-        .counters
-        .get(limit.name_cow(), outcome, source)
-        .increment(1);
 }
 
 /// A concurrency limit's handles: its `flux_decisions_total` series and its
 /// `flux_concurrency_in_flight` gauge.
 #[derive(Default)]
 pub(crate) struct SlotMetrics {
-    counters: Counters,
+    pub(crate) counters: Counters,
     in_flight: OnceLock<Gauge>,
 }
 
@@ -191,15 +176,11 @@ pub(crate) fn backend_error(error: &Error) {
 pub(crate) fn error_kind(error: &Error) -> &'static str {
     match error {
         Error::Timeout(_) => "timeout",
-        Error::Redis(e)
-            if e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_timeout() =>
-        {
-            "connection"
-        }
-        Error::Redis(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => "script",
+        Error::Backend(e) => match e.kind() {
+            BackendErrorKind::Connection => "connection",
+            BackendErrorKind::Server => "script",
+            _ => "other",
+        },
         Error::Protocol(_) => "script",
         _ => "other",
     }
@@ -218,24 +199,4 @@ pub(crate) fn deny_cache_entries(entries: usize) {
 /// Sets `flux_fleet_instances`.
 pub(crate) fn fleet_instances(live: u32) {
     gauge!(FLEET_INSTANCES).set(f64::from(live));
-}
-
-/// The denial log: one DEBUG event per denied request, with a digest of the key, never the
-/// key itself (it may be an address or a user id).
-pub(crate) fn log_denial(key: &Key, limits: &[Limit], decision: &Decision, shadow: bool) {
-    if !tracing::enabled!(target: "flux", tracing::Level::DEBUG) {
-        return;
-    }
-    let Some(limit) = limits.get(decision.index) else {
-        return;
-    };
-    tracing::debug!(
-        target: "flux",
-        limit = limit.name(),
-        key = %key.digest_hex(),
-        cost = limit.cost(),
-        retry_after_ms = decision.retry_after.as_millis() as u64,
-        shadow,
-        "rate limit denied a request"
-    );
 }

@@ -39,14 +39,17 @@
 //! # }
 //! ```
 
-use crate::{Charged, Clock, Decision, Error, Flux, Limit, ToKey};
+use crate::limiter::Charged;
+use crate::model::clock::Clock;
+use crate::model::key::ToKey;
+use crate::{Decision, Error, Flux, Limit};
 
 /// The in-memory backend's clock for tests: tokio's clock, so `tokio::time::pause()` stops
 /// it and `tokio::time::advance()` moves it (for buckets and the `Local` fallback alike).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
-/// use flux::Clock;
+/// use flux::clock::Clock;
 /// use flux::testing::TokioClock;
 ///
 /// let clock = TokioClock::default();

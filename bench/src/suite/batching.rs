@@ -56,7 +56,7 @@ pub(crate) fn part1c_batching(
                     "  round {}: {name}, {callers} caller(s)",
                     round + 1
                 ));
-                flux::set_one_call_batches(one_call);
+                flux::__private::set_one_call_batches(one_call);
                 redis.query(&["FLUSHALL"])?;
                 let (s, outcomes) = runtime.block_on(drive(
                     flux,
@@ -71,7 +71,7 @@ pub(crate) fn part1c_batching(
             }
         }
     }
-    flux::set_one_call_batches(false);
+    flux::__private::set_one_call_batches(false);
     let mut baseline = Vec::new();
     for (m, &(name, _)) in MODES.iter().enumerate() {
         for (c, &callers) in callers_list.iter().enumerate() {

@@ -6,7 +6,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use flux::{Flux, Key, Limit, Override, Rate, Setting};
+use flux::overrides::{Override, Setting};
+use flux::{Flux, Key, Limit, Rate};
 use flux_bench::micro::block_ready;
 
 use super::Sizes;

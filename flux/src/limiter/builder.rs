@@ -1,0 +1,375 @@
+//! `Builder`: configures a `Flux`, in code or from the environment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Flux, Inner};
+use crate::error::{ConfigOption, Error};
+use crate::hot::deny_cache::DenyCache;
+use crate::hot::lease::Leases;
+use crate::model::client::{IpSet, TrustedProxies};
+use crate::model::clock::{Clock, MonotonicClock};
+use crate::model::decision::Decision;
+use crate::outage::breaker::{Breaker, BreakerConfig};
+use crate::outage::fleet::Fleet;
+use crate::outage::policy::FailurePolicy;
+use crate::overrides::{self, Overrides};
+use crate::store::Store;
+use crate::store::memory::MemoryStore;
+use crate::store::redis::{NODE_CIRCUITS, RedisStore};
+
+/// The answer returned instead of the default 429/503 response, see
+/// [`Builder::deny_response`].
+pub type DenyResponse = Arc<dyn Fn(&Decision) -> axum::response::Response + Send + Sync>;
+
+enum Target {
+    Memory,
+    Redis(String),
+    Cluster(Vec<String>),
+}
+
+/// Configures a [`Flux`]. Start from [`Flux::builder`] (nothing set: in-memory backend) or
+/// [`Builder::from_env`].
+///
+/// ```
+/// use flux::{FailurePolicy, Flux};
+/// use std::time::Duration;
+///
+/// let flux = Flux::builder()
+///     .redis("redis://127.0.0.1:6379/")
+///     .key_prefix("myapp")
+///     .deadline(Duration::from_millis(25))
+///     .failure_policy(FailurePolicy::Local)
+///     .trusted_proxies(["10.0.0.0/8"])
+///     .build()?;
+/// assert!(flux.describe().contains("redis://127.0.0.1:6379"));
+/// # Ok::<(), flux::Error>(())
+/// ```
+#[must_use]
+pub struct Builder {
+    target: Target,
+    prefix: String,
+    deadline: Duration,
+    policy: FailurePolicy,
+    breaker: BreakerConfig,
+    proxies: Vec<String>,
+    exempt_ips: Vec<String>,
+    shadow: bool,
+    deny: Option<DenyResponse>,
+    clock: Option<Box<dyn Clock>>,
+    deny_cache: bool,
+    from_env: bool,
+    overrides_file: Option<std::path::PathBuf>,
+}
+
+/// The default deadline of a Redis call: long enough for a busy Redis on a loaded machine,
+/// short enough that a hung one is noticed at once.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            target: Target::Memory,
+            prefix: "flux".to_owned(),
+            deadline: DEFAULT_DEADLINE,
+            policy: FailurePolicy::Open,
+            breaker: BreakerConfig::default(),
+            proxies: Vec::new(),
+            exempt_ips: Vec::new(),
+            shadow: false,
+            deny: None,
+            clock: None,
+            deny_cache: true,
+            from_env: false,
+            overrides_file: None,
+        }
+    }
+}
+
+impl Builder {
+    /// A builder configured from the environment:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `FLUX_REDIS_URL` | `redis://` or `rediss://` URL (password in the URL) | unset: in-memory |
+    /// | `FLUX_REDIS_CLUSTER` | comma-separated node URLs of a Redis Cluster | unset |
+    /// | `FLUX_KEY_PREFIX` | prefix of every Redis key | `flux` |
+    /// | `FLUX_DEADLINE_MS` | deadline of each Redis call, in ms | `50` |
+    /// | `FLUX_FAILURE_POLICY` | `open`, `closed` or `local` | `open` |
+    /// | `FLUX_TRUSTED_PROXIES` | comma-separated IPs/CIDRs whose forwarding headers count | none |
+    /// | `FLUX_DENY_CACHE` | `off` disables the per-instance cache of Redis' denials | `on` |
+    /// | `FLUX_SHADOW` | `on`: every limit decides and counts but never denies | `off` |
+    /// | `FLUX_EXEMPT_IPS` | comma-separated IPs/CIDRs whose requests skip every limit | none |
+    /// | `FLUX_OVERRIDES` | in-memory backend: TOML file of overrides ([`Builder::overrides_file`]) | none |
+    pub fn from_env() -> Result<Builder, Error> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let mut builder = Builder {
+            from_env: true,
+            ..Builder::default()
+        };
+        if let Some(nodes) = var("FLUX_REDIS_CLUSTER") {
+            builder = builder.redis_cluster(nodes.split(',').map(str::trim));
+        } else if let Some(url) = var("FLUX_REDIS_URL") {
+            builder = builder.redis(url.trim());
+        }
+        if let Some(prefix) = var("FLUX_KEY_PREFIX") {
+            builder = builder.key_prefix(prefix.trim());
+        }
+        if let Some(ms) = var("FLUX_DEADLINE_MS") {
+            let ms: u64 = ms.trim().parse().map_err(|_| {
+                Error::config(
+                    ConfigOption::Deadline,
+                    format!("FLUX_DEADLINE_MS={ms:?} is not a whole number of milliseconds"),
+                )
+            })?;
+            builder = builder.deadline(Duration::from_millis(ms));
+        }
+        if let Some(policy) = var("FLUX_FAILURE_POLICY") {
+            builder = builder.failure_policy(policy.parse()?);
+        }
+        if let Some(switch) = var("FLUX_DENY_CACHE") {
+            builder = builder.deny_cache(on_off(ConfigOption::DenyCache, &switch)?);
+        }
+        if let Some(switch) = var("FLUX_SHADOW") {
+            builder = builder.shadow(on_off(ConfigOption::Shadow, &switch)?);
+        }
+        if let Some(ips) = var("FLUX_EXEMPT_IPS") {
+            builder = builder.exempt_ips(ips.split(',').map(str::trim));
+        }
+        if let Some(path) = var("FLUX_OVERRIDES") {
+            builder = builder.overrides_file(path.trim());
+        }
+        if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
+            builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
+        }
+        Ok(builder)
+    }
+
+    /// Use one Redis server (`redis://[user:password@]host[:port][/db]`, `rediss://` for TLS).
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.target = Target::Redis(url.into());
+        self
+    }
+
+    /// Use a Redis Cluster, reached through any of these node URLs.
+    pub fn redis_cluster<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.target = Target::Cluster(nodes.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Use the in-memory backend: limits hold per process only.
+    pub fn memory(mut self) -> Self {
+        self.target = Target::Memory;
+        self
+    }
+
+    /// Prefix of every Redis key (default `flux`); lets several services share a Redis.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Longest a check waits for Redis before the failure policy applies (default 50 ms).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// What checks do while Redis is unavailable (default [`FailurePolicy::Open`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Circuit-breaker settings (default: open after 3 consecutive failures, probe every 500 ms).
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// Proxies (IP addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-For` headers
+    /// are believed by `key = "ip"`. The client is the rightmost address not in this list.
+    pub fn trusted_proxies<I, S>(mut self, proxies: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.proxies = proxies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Requests from these clients (IP addresses or CIDR networks, such as health checkers or
+    /// the office network) skip every limit of `#[rate_limit]` handlers: they never reach
+    /// Redis or the deny cache, and are counted `exempt`. The client is the address
+    /// `key = "ip"` would use (trusted proxies apply); handlers keyed otherwise need the
+    /// peer address too (`into_make_service_with_connect_info`) for this to apply.
+    pub fn exempt_ips<I, S>(mut self, ips: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exempt_ips = ips.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Shadow mode for every limit: checks decide and charge exactly as when enforcing, and
+    /// count what they would deny as `shadow_denied`, but admit every request (without
+    /// RateLimit header fields: clients see what they saw before the limit). For rolling out
+    /// a new limit; `#[rate_limit(mode = "shadow")]` does it for one handler.
+    pub fn shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Replaces the response of `#[rate_limit]` handlers on denial (429) and under the
+    /// `Closed` policy (503). The RateLimit header fields and `Retry-After` are added to it
+    /// unless it sets them itself.
+    pub fn deny_response<F>(mut self, respond: F) -> Self
+    where
+        F: Fn(&Decision) -> axum::response::Response + Send + Sync + 'static,
+    {
+        self.deny = Some(Arc::new(respond));
+        self
+    }
+
+    /// Whether this instance remembers Redis' denials until their `retry_after` and answers
+    /// repeats itself (default on). A flooding client then costs Redis about one call per
+    /// retry window per instance, however many connections it floods over; admitted counts
+    /// are unchanged, since only what Redis would deny is answered locally.
+    pub fn deny_cache(mut self, enabled: bool) -> Self {
+        self.deny_cache = enabled;
+        self
+    }
+
+    /// The in-memory backend's overrides: a TOML file of `[[override]]` entries (`limit`,
+    /// `rate` or `"off"`, optional `burst` and `key`), read at build and again within a
+    /// second of each change. A file that is missing or malformed is reported and holds no
+    /// overrides; nothing fails. Ignored (with a warning) on Redis, where overrides live in
+    /// Redis. See the README, "Changing limits at runtime".
+    pub fn overrides_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.overrides_file = Some(path.into());
+        self
+    }
+
+    /// The clock of the in-memory backend and of the `Local` fallback (tests drive time with
+    /// a [`ManualClock`](crate::clock::ManualClock)). Redis always uses its own clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+
+    /// Builds the limiter. Connections to Redis are made on first use, so this neither
+    /// blocks nor fails when Redis is down; see [`Flux::ping`] for a startup check.
+    pub fn build(self) -> Result<Flux, Error> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::config(
+                ConfigOption::KeyPrefix,
+                format!(
+                    "key prefix {:?} may not contain '{{' or '}}' (they delimit the Redis Cluster hash tag)",
+                    self.prefix
+                ),
+            ));
+        }
+        if self.deadline.is_zero() {
+            return Err(Error::config(
+                ConfigOption::Deadline,
+                "the deadline must be longer than zero",
+            ));
+        }
+        let proxies = TrustedProxies::parse(&self.proxies)?;
+        let exempt_ips = IpSet::parse(&self.exempt_ips, "exempt address", ConfigOption::ExemptIps)?;
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Box::new(MonotonicClock::default()));
+        let local = MemoryStore::new(clock);
+        let (store, breaker) = match &self.target {
+            Target::Memory => (Store::Memory(local.clone()), None),
+            Target::Redis(url) => {
+                let breaker = Breaker::new(self.breaker, self.deadline, 1);
+                let store = RedisStore::single(url, self.deadline)?;
+                (Store::Redis(Box::new(store)), Some(Arc::new(breaker)))
+            }
+            Target::Cluster(nodes) if nodes.is_empty() => {
+                return Err(Error::config(
+                    ConfigOption::RedisCluster,
+                    "a Redis Cluster needs at least one node URL",
+                ));
+            }
+            Target::Cluster(nodes) => {
+                let breaker = Arc::new(Breaker::new(self.breaker, self.deadline, NODE_CIRCUITS));
+                let store = RedisStore::cluster(nodes, self.deadline, Arc::clone(&breaker))?;
+                (Store::Redis(Box::new(store)), Some(breaker))
+            }
+        };
+        let remote = store.is_remote();
+        if self.from_env && !remote {
+            tracing::warn!(
+                target: "flux",
+                "FLUX_REDIS_URL is not set: using the in-memory backend, so rate limits hold per process, \
+                 not across instances"
+            );
+        }
+        // Runtime overrides: the file is read now, so the first check sees it; Redis' are
+        // read by the background task, started now if there is a runtime.
+        if remote && let Some(path) = &self.overrides_file {
+            tracing::warn!(target: "flux", "overrides file {} ignored: on Redis, overrides are stored in Redis", path.display());
+        }
+        let overrides = Overrides::new(self.overrides_file.filter(|_| !remote));
+        if let Some(table) = overrides::read_file(&overrides) {
+            overrides.replace(table);
+        }
+        let flux = Flux::new(Inner {
+            store: Arc::new(store),
+            local,
+            breaker,
+            fleet: Arc::new(Fleet::new()),
+            leases: Leases::new(),
+            // Only a remote store's denials are worth remembering: memory answers as fast
+            // as the cache.
+            deny_cache: (self.deny_cache && remote)
+                .then(|| Arc::new(DenyCache::new(self.deadline))),
+            overrides: Arc::new(overrides),
+            prefix: self.prefix,
+            deadline: self.deadline,
+            policy: self.policy,
+            proxies,
+            exempt_ips,
+            shadow: self.shadow,
+            deny: self.deny,
+        });
+        if flux.inner.overrides.claim_start() {
+            flux.start_runtime();
+        }
+        Ok(flux)
+    }
+
+    /// Builds the limiter and makes it the process-wide one that `#[rate_limit]` uses.
+    ///
+    /// Call it once at startup, before the first check; otherwise the first check installs
+    /// one from the environment ([`Builder::from_env`]) and this returns
+    /// [`Error::AlreadyInstalled`].
+    pub fn install(self) -> Result<Flux, Error> {
+        let flux = self.build()?;
+        Flux::install_global(flux.clone())?;
+        Ok(flux)
+    }
+}
+
+/// An on/off environment switch.
+fn on_off(option: ConfigOption, value: &str) -> Result<bool, Error> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => Err(Error::config(
+            option,
+            format!(
+                "{}={other:?}: expected \"on\" or \"off\"",
+                option.env_var().unwrap_or_default()
+            ),
+        )),
+    }
+}

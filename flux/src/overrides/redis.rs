@@ -1,0 +1,145 @@
+//! The overrides' Redis side: the overrides hash and its channel, the registry's hash, and
+//! the background task that keeps an instance current.
+//!
+//! | Redis name | type | content |
+//! |---|---|---|
+//! | `<prefix>:overrides` | hash | field `NAME` or `NAME@KEY`, value `RATE [burst=N] [until=UNIX_MS]` or `off [until=..]` |
+//! | `<prefix>:overrides` | pub/sub channel | any message: "read the hash again" |
+//! | `<prefix>:limits` | hash | field `NAME`, value `RATE burst=N cost=N` |
+//!
+//! Each is one key, so it lives on one node of a Redis Cluster; a message published on any
+//! node of a cluster reaches the subscribers of every node.
+//!
+//! Every instance runs one background task ([`watch`]) that subscribes to the channel,
+//! reads the hash on each message and at least once a second (which also ends expired
+//! overrides, picks up hand-written entries and covers a lost subscription), and writes the
+//! limits the instance registered. Checks never wait for any of it.
+
+use std::sync::Weak;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+
+use super::{Override, Overrides, Table};
+use crate::error::Error;
+use crate::store::Store;
+use crate::store::redis::{Messages, RedisStore};
+
+/// How often the overrides are read again without being told.
+const REREAD: Duration = Duration::from_secs(1);
+
+/// How often every registered limit is written again (Redis may have lost them).
+const REREGISTER: Duration = Duration::from_secs(30);
+
+/// The hash of overrides, also the name of the channel announcing changes.
+pub(crate) fn overrides_key(prefix: &str) -> String {
+    format!("{prefix}:overrides")
+}
+
+/// The hash of registered limits.
+pub(crate) fn limits_key(prefix: &str) -> String {
+    format!("{prefix}:limits")
+}
+
+/// Stores `o` and tells every instance.
+pub(crate) async fn set(redis: &RedisStore, prefix: &str, o: &Override) -> Result<(), Error> {
+    let key = overrides_key(prefix);
+    redis.hash_set(&key, &[(o.field(), o.value())]).await?;
+    redis.publish(&key, "changed").await
+}
+
+/// Removes the override stored as `field` and tells every instance; false if there was none.
+pub(crate) async fn clear(redis: &RedisStore, prefix: &str, field: &str) -> Result<bool, Error> {
+    let key = overrides_key(prefix);
+    let removed = redis.hash_delete(&key, field).await?;
+    redis.publish(&key, "changed").await?;
+    Ok(removed)
+}
+
+/// The overrides stored now, as a table (malformed ones reported once).
+pub(crate) async fn read(
+    redis: &RedisStore,
+    prefix: &str,
+    overrides: &Overrides,
+) -> Result<Table, Error> {
+    let key = overrides_key(prefix);
+    let entries = redis.hash(&key).await?;
+    let source = format!("Redis hash {key}");
+    Ok(overrides.load(
+        &source,
+        entries.iter().map(|(f, v)| (f.as_str(), v.as_str())),
+    ))
+}
+
+/// Keeps `overrides` current and writes its registered limits, for as long as the limiter
+/// lives (`store` and `overrides` upgrade); `changed` runs when the table in force changed.
+pub(crate) async fn watch(
+    store: Weak<Store>,
+    prefix: String,
+    overrides: Weak<Overrides>,
+    changed: impl Fn() + Send + Sync + 'static,
+) {
+    let mut messages: Option<Messages> = None;
+    let mut registered_all: Option<Instant> = None;
+    let mut failing = false;
+    let channel = overrides_key(&prefix);
+    loop {
+        let wake = {
+            let (Some(store), Some(overrides)) = (store.upgrade(), overrides.upgrade()) else {
+                return;
+            };
+            let Some(redis) = store.redis() else {
+                return;
+            };
+            if messages.is_none() {
+                // Subscribe before reading, so that no change falls between the two.
+                messages = redis.subscribe(&channel).await.ok();
+            }
+            match read(redis, &prefix, &overrides).await {
+                Ok(table) => {
+                    // Denials remembered under the old limits would outlast the change.
+                    if overrides.replace(table) {
+                        changed();
+                    }
+                    if std::mem::take(&mut failing) {
+                        tracing::info!(target: "flux", "overrides read from Redis again");
+                    }
+                }
+                Err(e) => {
+                    // The overrides in force stay: an outage changes no limit.
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(target: "flux", "cannot read the overrides from Redis ({e}); keeping those in force");
+                    }
+                }
+            }
+            let all = registered_all.is_none_or(|at| at.elapsed() >= REREGISTER);
+            let entries = overrides.registry.take(all);
+            if !entries.is_empty() {
+                match redis.hash_set(&limits_key(&prefix), &entries).await {
+                    Ok(()) if all => registered_all = Some(Instant::now()),
+                    Ok(()) => {}
+                    Err(_) => overrides.registry.retry(entries),
+                }
+            }
+            overrides.registry.woken()
+        };
+        tokio::select! {
+            more = next(&mut messages) => if !more { messages = None },
+            () = tokio::time::sleep(REREAD) => {}
+            () = wake.notified() => {}
+        }
+    }
+}
+
+/// Waits for the next message: false when the subscription ended.
+async fn next(messages: &mut Option<Messages>) -> bool {
+    match messages {
+        Some(stream) => stream.next().await.is_some(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `o` has expired, for listing stored overrides.
+pub(crate) fn expired(o: &Override) -> bool {
+    o.expires.is_some_and(|at| at <= SystemTime::now())
+}

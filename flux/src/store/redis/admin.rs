@@ -1,0 +1,173 @@
+//! The store's calls off the requests' path: reading and writing hashes, messages between
+//! instances, and reading buckets without charging them. They get more time than a check
+//! ([`ADMIN_DEADLINE`]) and stay outside the breaker and the check metrics; what they store
+//! is the business of the layers above (the overrides, the registry of limits).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use futures_util::Stream;
+use redis::FromRedisValue;
+
+use super::{Conn, RedisStore, backend, direct};
+use crate::error::{ConfigOption, Error};
+
+/// Longest an operator's or a background task's call may take: these are off the
+/// requests' path, so they get more than a check's deadline.
+pub(crate) const ADMIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Reads buckets without writing: KEYS are bucket keys; returns `[seconds, microseconds]`
+/// of the server clock (`TIME`), then each key's stored `tat` (µs), or -1 when absent.
+static PEEK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "local t = redis.call('TIME')\n\
+         local out = {tonumber(t[1]), tonumber(t[2])}\n\
+         for i = 1, #KEYS do out[i + 2] = tonumber(redis.call('GET', KEYS[i])) or -1 end\n\
+         return out",
+    )
+});
+
+/// A stream of the messages of a subscription: one item per message.
+pub(crate) type Messages = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;
+
+impl RedisStore {
+    /// Runs `cmd` within [`ADMIN_DEADLINE`], outside the breaker and the check metrics.
+    async fn admin<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let call = async {
+            match &self.conn {
+                Conn::Single {
+                    client, manager, ..
+                } => cmd
+                    .query_async::<T>(&mut self.manager(client, manager)?)
+                    .await
+                    .map_err(backend),
+                Conn::Cluster { client, conn, .. } => {
+                    let conn = conn
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await
+                        .map_err(backend)?;
+                    cmd.query_async::<T>(&mut conn.clone())
+                        .await
+                        .map_err(backend)
+                }
+            }
+        };
+        let result = tokio::time::timeout(ADMIN_DEADLINE, call)
+            .await
+            .map_err(|_| Error::Timeout(ADMIN_DEADLINE))
+            .and_then(|r| r);
+        // These calls share the checks' connection: a lost one puts the scripts in doubt as
+        // a failed check does.
+        if let Err(e) = &result {
+            self.scripts.failed(e);
+        }
+        result
+    }
+
+    /// Every field and value of the hash `key`.
+    pub(crate) async fn hash(&self, key: &str) -> Result<Vec<(String, String)>, Error> {
+        self.admin(redis::cmd("HGETALL").arg(key)).await
+    }
+
+    /// Sets fields of the hash `key`.
+    pub(crate) async fn hash_set(
+        &self,
+        key: &str,
+        entries: &[(String, String)],
+    ) -> Result<(), Error> {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key);
+        for (field, value) in entries {
+            cmd.arg(field).arg(value);
+        }
+        self.admin::<()>(&cmd).await
+    }
+
+    /// Removes `field` of the hash `key`: whether it was there.
+    pub(crate) async fn hash_delete(&self, key: &str, field: &str) -> Result<bool, Error> {
+        let removed: u64 = self.admin(redis::cmd("HDEL").arg(key).arg(field)).await?;
+        Ok(removed > 0)
+    }
+
+    /// Publishes `message` on `channel`.
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<(), Error> {
+        self.admin::<()>(redis::cmd("PUBLISH").arg(channel).arg(message))
+            .await
+    }
+
+    /// The server's clock (µs) and each bucket's stored `tat`, in one atomic read.
+    pub(crate) async fn read_buckets(
+        &self,
+        keys: &[String],
+    ) -> Result<(u64, Vec<Option<u64>>), Error> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(PEEK_SCRIPT.get_hash()).arg(keys.len());
+        for key in keys {
+            cmd.arg(key.as_str());
+        }
+        let call = async {
+            match &self.conn {
+                Conn::Single {
+                    client, manager, ..
+                } => direct(&PEEK_SCRIPT, &cmd, self.manager(client, manager)?).await,
+                Conn::Cluster { client, conn, .. } => {
+                    let conn = conn
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await
+                        .map_err(backend)?;
+                    direct(&PEEK_SCRIPT, &cmd, conn.clone()).await
+                }
+            }
+        };
+        let reply = tokio::time::timeout(ADMIN_DEADLINE, call)
+            .await
+            .map_err(|_| Error::Timeout(ADMIN_DEADLINE))
+            .and_then(|r| r);
+        if let Err(e) = &reply {
+            self.scripts.failed(e);
+        }
+        let reply = reply?;
+        let [secs, micros, tats @ ..] = &reply[..] else {
+            return Err(Error::Protocol(
+                "the peek script returned no time".to_owned(),
+            ));
+        };
+        if tats.len() != keys.len() {
+            return Err(Error::Protocol(format!(
+                "the peek script returned {} values for {} keys",
+                tats.len(),
+                keys.len()
+            )));
+        }
+        let now =
+            u64::try_from(*secs).unwrap_or(0) * 1_000_000 + u64::try_from(*micros).unwrap_or(0);
+        Ok((now, tats.iter().map(|&t| u64::try_from(t).ok()).collect()))
+    }
+
+    /// A subscription to `channel` on its own connection (on a cluster, the first node
+    /// that answers).
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<Messages, Error> {
+        use futures_util::StreamExt;
+        let clients = match &self.conn {
+            Conn::Single { client, .. } => vec![client.clone()],
+            Conn::Cluster { urls, .. } => urls
+                .iter()
+                .filter_map(|u| redis::Client::open(u.as_str()).ok())
+                .collect(),
+        };
+        let mut last = Error::config(ConfigOption::RedisCluster, "no Redis node to subscribe to");
+        for client in clients {
+            let attempt = async {
+                let mut pubsub = client.get_async_pubsub().await.map_err(backend)?;
+                pubsub.subscribe(channel).await.map_err(backend)?;
+                Ok::<_, Error>(pubsub.into_on_message())
+            };
+            match tokio::time::timeout(ADMIN_DEADLINE, attempt).await {
+                Ok(Ok(stream)) => return Ok(Box::pin(stream.map(drop))),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = Error::Timeout(ADMIN_DEADLINE),
+            }
+        }
+        Err(last)
+    }
+}
