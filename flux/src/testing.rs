@@ -1,5 +1,6 @@
-//! Test kit, behind the `testing` feature: a limiter on tokio's clock, and checks at
-//! explicit times. Not for production code.
+//! Test kit, behind the `testing` feature: a limiter on tokio's clock (and, on [`Flux`],
+//! checks and charges at explicit times: `Flux::try_check_at`, `Flux::try_charge_at`). Not
+//! for production code.
 //!
 //! Prove a handler's limit in a unit test, without ports, Redis or sleeps: serve the router
 //! with [`memory`]'s limiter in an `Extension` (handlers use the limiter their request
@@ -39,10 +40,8 @@
 //! # }
 //! ```
 
-use crate::limiter::Charged;
 use crate::model::clock::Clock;
-use crate::model::key::ToKey;
-use crate::{Decision, Error, Flux, Limit};
+use crate::Flux;
 
 /// The in-memory backend's clock for tests: tokio's clock, so `tokio::time::pause()` stops
 /// it and `tokio::time::advance()` moves it (for buckets and the `Local` fallback alike).
@@ -87,62 +86,5 @@ pub fn memory() -> Flux {
     {
         Ok(flux) => flux,
         Err(e) => unreachable!("the in-memory test limiter is valid: {e}"),
-    }
-}
-
-impl Flux {
-    /// [`try_check`](Flux::try_check) at an explicit time, `now_micros` µs, instead of the
-    /// backend's clock (Redis' `TIME`, or the in-memory backend's [`Clock`]): tests compare
-    /// the backends, or check exact refill times, on the same arrival times. Times must not
-    /// go backwards for one bucket.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
-    /// use flux::{Flux, Limit, Rate};
-    ///
-    /// static API: Limit = Limit::new("api", Rate::per_second::<1>());
-    /// let flux = Flux::builder().build()?;
-    /// let api = std::slice::from_ref(&API);
-    /// let t0 = 1_000_000;
-    /// assert!(flux.try_check_at("k", api, t0).await?.allowed);
-    /// assert!(!flux.try_check_at("k", api, t0 + 999_999).await?.allowed);
-    /// assert!(flux.try_check_at("k", api, t0 + 1_000_000).await?.allowed);
-    /// # Ok(()) }
-    /// ```
-    pub async fn try_check_at(
-        &self,
-        key: impl ToKey,
-        limits: &[Limit],
-        now_micros: u64,
-    ) -> Result<Decision, Error> {
-        self.decide(key, limits, Some(now_micros)).await
-    }
-
-    /// [`try_charge`](Flux::try_charge) at an explicit time, `now_micros` µs on the
-    /// backend's time line, as [`try_check_at`](Flux::try_check_at): tests check the exact
-    /// wait a settled debt imposes.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
-    /// use flux::{Flux, Limit, Rate};
-    ///
-    /// static API: Limit = Limit::new("api", Rate::per_second::<1>()); // burst 1
-    /// let flux = Flux::builder().build()?;
-    /// let t0 = 1_000_000;
-    /// let charged = flux.try_charge_at("k", &API, 3, t0).await?; // 2 tokens of debt
-    /// assert_eq!(charged.retry_after.as_secs(), 3);
-    /// let api = std::slice::from_ref(&API);
-    /// assert!(!flux.try_check_at("k", api, t0 + 2_999_999).await?.allowed);
-    /// assert!(flux.try_check_at("k", api, t0 + 3_000_000).await?.allowed);
-    /// # Ok(()) }
-    /// ```
-    pub async fn try_charge_at(
-        &self,
-        key: impl ToKey,
-        limit: &Limit,
-        cost: u64,
-        now_micros: u64,
-    ) -> Result<Charged, Error> {
-        self.settle(key, limit, cost, Some(now_micros)).await
     }
 }

@@ -13,6 +13,10 @@
 //! The breaker, the deadline and the failure policy are the rate limits': when Redis cannot
 //! answer, `Open` admits without a slot, `Closed` refuses (503) and `Local` takes a slot of
 //! this process' table.
+//!
+//! Above the limiter, which it uses for the store, the breaker and the policy; the HTTP
+//! flow takes a slot through [`Flux::acquire`](crate::Flux::acquire)'s path and turns a
+//! refusal into its response.
 
 use std::borrow::Cow;
 use std::fmt;

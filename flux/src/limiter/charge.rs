@@ -143,6 +143,35 @@ impl Flux {
         self.settle(key, limit, cost, None).await
     }
 
+    /// [`try_charge`](Flux::try_charge) at an explicit time, `now_micros` µs on the
+    /// backend's time line, as [`try_check_at`](Flux::try_check_at): tests check the exact
+    /// wait a settled debt imposes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
+    /// use flux::{Flux, Limit, Rate};
+    ///
+    /// static API: Limit = Limit::new("api", Rate::per_second::<1>()); // burst 1
+    /// let flux = Flux::builder().build()?;
+    /// let t0 = 1_000_000;
+    /// let charged = flux.try_charge_at("k", &API, 3, t0).await?; // 2 tokens of debt
+    /// assert_eq!(charged.retry_after.as_secs(), 3);
+    /// let api = std::slice::from_ref(&API);
+    /// assert!(!flux.try_check_at("k", api, t0 + 2_999_999).await?.allowed);
+    /// assert!(flux.try_check_at("k", api, t0 + 3_000_000).await?.allowed);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "testing")]
+    pub async fn try_charge_at(
+        &self,
+        key: impl ToKey,
+        limit: &Limit,
+        cost: u64,
+        now_micros: u64,
+    ) -> Result<Charged, Error> {
+        self.settle(key, limit, cost, Some(now_micros)).await
+    }
+
     /// A charge without breaker or failure policy, at `now_micros` (µs on the backend's
     /// time line) when given: Redis' answer or its error. Behind `Flux::try_charge_at` of
     /// the `testing` feature.

@@ -225,6 +225,34 @@ impl Flux {
         self.decide(key, limits, None).await
     }
 
+    /// [`try_check`](Flux::try_check) at an explicit time, `now_micros` µs, instead of the
+    /// backend's clock (Redis' `TIME`, or the in-memory backend's [`Clock`]): tests compare
+    /// the backends, or check exact refill times, on the same arrival times. Times must not
+    /// go backwards for one bucket.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), flux::Error> {
+    /// use flux::{Flux, Limit, Rate};
+    ///
+    /// static API: Limit = Limit::new("api", Rate::per_second::<1>());
+    /// let flux = Flux::builder().build()?;
+    /// let api = std::slice::from_ref(&API);
+    /// let t0 = 1_000_000;
+    /// assert!(flux.try_check_at("k", api, t0).await?.allowed);
+    /// assert!(!flux.try_check_at("k", api, t0 + 999_999).await?.allowed);
+    /// assert!(flux.try_check_at("k", api, t0 + 1_000_000).await?.allowed);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "testing")]
+    pub async fn try_check_at(
+        &self,
+        key: impl ToKey,
+        limits: &[Limit],
+        now_micros: u64,
+    ) -> Result<Decision, Error> {
+        self.decide(key, limits, Some(now_micros)).await
+    }
+
     /// [`try_check`](Self::try_check), at `now_micros` (µs on the backend's time line) when
     /// given, instead of the backend's clock.
     pub(crate) async fn decide(
