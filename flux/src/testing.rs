@@ -40,8 +40,8 @@
 //! # }
 //! ```
 
-use crate::model::clock::Clock;
 use crate::Flux;
+use crate::model::clock::Clock;
 
 /// The in-memory backend's clock for tests: tokio's clock, so `tokio::time::pause()` stops
 /// it and `tokio::time::advance()` moves it (for buckets and the `Local` fallback alike).

@@ -102,7 +102,12 @@ impl Builder {
     /// | `FLUX_EXEMPT_IPS` | comma-separated IPs/CIDRs whose requests skip every limit | none |
     /// | `FLUX_OVERRIDES` | in-memory backend: TOML file of overrides ([`Builder::overrides_file`]) | none |
     pub fn from_env() -> Result<Builder, Error> {
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Builder::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Builder::from_env`] over any source of variables.
+    fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Builder, Error> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut builder = Builder {
             from_env: true,
             ..Builder::default()
@@ -371,5 +376,82 @@ fn on_off(option: ConfigOption, value: &str) -> Result<bool, Error> {
                 option.env_var().unwrap_or_default()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The configuration error of building from these variables.
+    fn env_error(vars: &[(&str, &str)]) -> crate::error::ConfigError {
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        };
+        match Builder::from_vars(lookup).and_then(Builder::build) {
+            Err(Error::Config(e)) => e,
+            other => panic!("{vars:?}: expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_variable_is_named_with_its_value() {
+        for (name, value, option) in [
+            ("FLUX_DEADLINE_MS", "5O", ConfigOption::Deadline),
+            ("FLUX_DEADLINE_MS", "0", ConfigOption::Deadline),
+            ("FLUX_FAILURE_POLICY", "opne", ConfigOption::FailurePolicy),
+            ("FLUX_DENY_CACHE", "maybe", ConfigOption::DenyCache),
+            ("FLUX_SHADOW", "yes please", ConfigOption::Shadow),
+            (
+                "FLUX_TRUSTED_PROXIES",
+                "10.0.0.0/8,lb",
+                ConfigOption::TrustedProxies,
+            ),
+            ("FLUX_EXEMPT_IPS", "office", ConfigOption::ExemptIps),
+            ("FLUX_KEY_PREFIX", "a{b}", ConfigOption::KeyPrefix),
+            ("FLUX_REDIS_URL", "http://localhost", ConfigOption::RedisUrl),
+        ] {
+            let e = env_error(&[(name, value)]);
+            assert_eq!(e.option(), option, "{name}={value}: {e}");
+            assert_eq!(e.option().env_var(), Some(name));
+            // The reason names the value given (the zero deadline says why instead).
+            assert!(
+                e.reason()
+                    .contains(value.split(',').next_back().unwrap_or(value))
+                    || value == "0",
+                "{name}={value}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_variables_are_unset() {
+        let lookup = |name: &str| (name == "FLUX_DEADLINE_MS").then(|| "  ".to_owned());
+        let flux = Builder::from_vars(lookup)
+            .and_then(Builder::build)
+            .expect("a blank variable is unset");
+        assert_eq!(flux.inner.deadline, DEFAULT_DEADLINE);
+    }
+
+    #[test]
+    fn builder_mistakes_carry_their_option() {
+        let error = |builder: Builder| match builder.build() {
+            Err(Error::Config(e)) => e.option(),
+            other => panic!("expected a configuration error, got {other:?}"),
+        };
+        assert_eq!(
+            error(Builder::default().redis_cluster(Vec::<String>::new())),
+            ConfigOption::RedisCluster
+        );
+        assert_eq!(
+            error(Builder::default().deadline(Duration::ZERO)),
+            ConfigOption::Deadline
+        );
+        assert_eq!(
+            error(Builder::default().exempt_ips(["300.1.1.1"])),
+            ConfigOption::ExemptIps
+        );
     }
 }

@@ -428,7 +428,7 @@ impl Overrides {
 }
 
 /// Starts the background task that keeps `overrides` current, on the current runtime (false
-/// without one: the caller tries again later): on Redis, the watcher of the overrides hash,
+/// without one: the caller tries again later; true when there is nothing to keep current): on Redis, the watcher of the overrides hash,
 /// which also writes the registered limits; on the in-memory backend, the poller of the
 /// `FLUX_OVERRIDES` file, if there is one. `changed` runs whenever the table in force
 /// changed. The task ends with the limiter: when `store` or `overrides` is dropped.
@@ -438,17 +438,22 @@ pub(crate) fn start(
     prefix: &str,
     changed: impl Fn() + Send + Sync + 'static,
 ) -> bool {
+    let redis = store.redis().is_some();
+    if !redis && overrides.file.is_none() {
+        // Nothing to keep current: checks never ask again.
+        return true;
+    }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return false;
     };
-    if store.redis().is_some() {
+    if redis {
         runtime.spawn(redis::watch(
             Arc::downgrade(store),
             prefix.to_owned(),
             Arc::downgrade(overrides),
             changed,
         ));
-    } else if overrides.file.is_some() {
+    } else {
         runtime.spawn(file::watch(Arc::downgrade(overrides)));
     }
     true
