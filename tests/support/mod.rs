@@ -9,9 +9,12 @@
 //! [`std::process::Command`] calls and checks readiness with a blocking connection, so it works
 //! from `#[test]` and `#[tokio::test]` alike.
 //!
+//! Each test binary that uses it compiles it as its module `support`: the suites of `it`
+//! (tests/it/, which declares it with a `#[path]`) as `crate::support`, a separate test target
+//! with `mod support;` of its own.
+//!
 //! ```ignore
-//! mod support;
-//! use support::RedisServer;
+//! use crate::support::RedisServer;
 //!
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 //! async fn answers() {

@@ -4,13 +4,12 @@
 //! `RateLimit-Policy` field (`"one";q=50;w=1`) of `/one` (100/s, burst 50, per `x-client`).
 //! Also the in-memory backend's `FLUX_OVERRIDES` file, and `Flux::peek`.
 
-mod support;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use flux::{Flux, Limit, Override, Rate, Setting};
-use support::{Conn, Instance, RedisCluster, RedisServer};
+
+use crate::support::{self, Conn, Instance, RedisCluster, RedisServer};
 
 /// How long a change may take to reach every instance before the test fails. The promise
 /// is one second; pub/sub usually takes milliseconds. The bound is generous for a loaded

@@ -3,13 +3,12 @@
 //! a later check seeing an earlier one's writes (checks of a batch share keys here on
 //! purpose). Flux sends the checks that queue up together as one call.
 
-mod support;
-
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use support::RedisServer;
 
-const GCRA: &str = include_str!("../lua/gcra.lua");
+use crate::support::RedisServer;
+
+const GCRA: &str = include_str!("../../lua/gcra.lua");
 
 /// One bucket of a check: which of a few keys, and its (interval, tolerance, increment) in µs.
 type Bucket = (usize, [u64; 3]);

@@ -8,16 +8,15 @@
 //! printable and carry one hash tag; a flood's keys expire as their buckets refill; forwarding
 //! headers count only from a trusted proxy, and then name the rightmost untrusted hop.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Conn, Instance, RedisServer, wait_healthy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{Conn, Instance, RedisServer, wait_healthy};
 
 /// `/many`: 5/min, burst 3, per `x-client`; one token comes back every 12 s, far longer than
 /// a test takes, so every client gets exactly 3.

@@ -1,13 +1,12 @@
 //! Redis killed, paused (SIGSTOP), restarted or stripped of its scripts: what each failure
 //! policy answers, how long a check may wait, and how limiting resumes.
 
-mod support;
-
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source};
-use support::RedisServer;
+
+use crate::support::RedisServer;
 
 static LIMIT: Limit = Limit::new("api", Rate::per_minute::<3>());
 

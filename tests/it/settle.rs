@@ -3,8 +3,6 @@
 //! refill, other clients are untouched, a handler charges on the limiter that served its
 //! request, and a charge follows the failure policy when Redis is down.
 
-mod support;
-
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -14,8 +12,9 @@ use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
 use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source, rate_limit};
-use support::{RedisCluster, RedisServer};
 use tower::ServiceExt;
+
+use crate::support::{RedisCluster, RedisServer};
 
 /// 10,000 tokens a minute: one token per 6 ms, a burst of 10,000.
 static BUDGET: Limit = Limit::new("settle-tokens", Rate::per_minute::<10_000>());

@@ -50,9 +50,9 @@ fn the_readme_shows_this_pattern() {
     let this = include_str!("readme_pattern.rs");
     let (_, rest) = this.split_once("// README: begin\n").expect("begin marker");
     let (pattern, _) = rest.split_once("// README: end\n").expect("end marker");
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     assert!(
         readme.contains(pattern),
-        "README.md must show tests/readme_pattern.rs between its markers, verbatim"
+        "README.md must show tests/it/readme_pattern.rs between its markers, verbatim"
     );
 }

@@ -3,8 +3,6 @@
 //! unit-test pattern of the README (tokio's paused clock, `oneshot`, no ports, no sleeps);
 //! then the same over real TCP through a real Redis.
 
-mod support;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,8 +13,9 @@ use axum::http::{HeaderName, Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
 use flux::{Flux, FluxLayer, Key, Limit, Rate, rate_limit};
-use support::{Conn, RedisServer};
 use tower::{ServiceBuilder, ServiceExt};
+
+use crate::support::{self, Conn, RedisServer};
 
 static ROUTER_DEFAULT: Limit = Limit::new("router-default", Rate::per_second::<20>());
 static API_KEYED: Limit = Limit::new("api-keyed", Rate::per_second::<2>());

@@ -1,12 +1,11 @@
 //! Token-bucket semantics against a real Redis: burst, refill, retry_after, cost, all-or-nothing
 //! multi-limit checks, key expiry, and the same answers from the in-memory backend.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use flux::{Flux, Limit, Rate, Source};
-use support::RedisServer;
+
+use crate::support::RedisServer;
 
 fn limit(name: &'static str, rate: &str, burst: u32) -> Limit {
     Limit::named(name, rate.parse().expect("valid rate"))

@@ -1,15 +1,14 @@
 //! Tests of the test harness itself (`support/`): the throwaway Redis servers and clusters that
 //! every other integration suite stands on.
 
-mod support;
-
 use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use support::{RedisCluster, RedisServer};
 use tokio::time::timeout;
+
+use crate::support::{self, RedisCluster, RedisServer};
 
 /// A multiplexed connection to `url`.
 async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {

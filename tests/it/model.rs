@@ -1,15 +1,14 @@
 //! Property: the Lua script (in a real Redis) and the in-memory backend both agree with a plain
 //! token bucket, written independently here, on random arrival times, rates, bursts and costs.
 
-mod support;
-
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use flux::{Decision, Flux, Limit, Rate};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use support::RedisServer;
+
+use crate::support::RedisServer;
 
 /// A token bucket as the textbook states it: `credit` is refill time banked, in µs (one token
 /// = one emission interval), capped at the bucket's capacity.

@@ -1,12 +1,11 @@
 //! The hot-key deny cache: a flood from one client reaches Redis about once per retry window
 //! per instance, and admits exactly as much as without the cache.
 
-mod support;
-
 use std::time::Duration;
 
 use flux::Flux;
-use support::{RedisServer, assert_cache_effect, flood, flood_limit};
+
+use crate::support::{self, RedisServer, assert_cache_effect, flood, flood_limit};
 
 async fn flood_on(server: &RedisServer, cache: bool, run_for: Duration) -> support::Flood {
     let flux = Flux::builder()

@@ -8,12 +8,11 @@
 //! subcommand together, so each test resets the counters after its own `SCRIPT FLUSH`) and
 //! failed `EVALSHA` calls (`failed_calls`, which counts `NOSCRIPT` replies; Redis 6.2+).
 
-mod support;
-
 use std::time::Duration;
 
 use flux::{Flux, Limit, Rate};
-use support::RedisServer;
+
+use crate::support::RedisServer;
 
 /// Concurrent checks: as many as an HTTP server with 64 busy connections makes.
 const CALLERS: usize = 64;

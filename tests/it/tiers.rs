@@ -3,16 +3,15 @@
 //! cost no bucket can admit (zero, above the burst, too large for any integer conversion) is
 //! refused with its reason, never admitted, never a panic.
 
-mod support;
-
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Query};
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
 use flux::{Flux, Limit, Rate, RateLimited, Source, rate_limit};
-use support::RedisServer;
 use tower::ServiceExt;
+
+use crate::support::RedisServer;
 
 static FREE: Limit = Limit::new("tiers-free", Rate::per_hour::<3>());
 static PRO: Limit = Limit::new("tiers-pro", Rate::per_hour::<10>());
@@ -181,7 +180,8 @@ impl From<RateLimited> for ExportError {
     }
 }
 
-/// A plain async fn (the process-wide limiter, in memory in this binary).
+/// A plain async fn (the process-wide limiter: built from the environment, so in memory, since
+/// no suite of the `it` binary installs one; see `main.rs`).
 #[rate_limit(rate = "10/min", key = tenant, cost = rows, deny = "error")]
 async fn export(tenant: &str, rows: i64) -> Result<i64, ExportError> {
     Ok(rows)

@@ -6,8 +6,6 @@
 //!
 //! Run with `-- --nocapture` to see the figures.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +13,8 @@ use std::time::{Duration, Instant};
 use axum::routing::get;
 use axum::{Extension, Router};
 use flux::{ConcurrencyLimit, FailurePolicy, Flux, Source, concurrency_limit};
-use support::{Conn, Instance, RedisServer, Reply};
+
+use crate::support::{self, Conn, Instance, RedisServer, Reply};
 
 /// `/slow` requests running in this test process, and the most seen at once.
 static RUNNING: AtomicU32 = AtomicU32::new(0);

@@ -1,15 +1,14 @@
 //! No over-admission under concurrency: many tasks on two separate connections (as two app
 //! instances would be) hammer one key; Redis admits no more than the bucket allows.
 
-mod support;
-
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flux::{Flux, Limit, Rate, Source};
-use support::RedisServer;
+
+use crate::support::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hammering_one_key_never_over_admits() {

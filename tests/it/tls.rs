@@ -2,12 +2,10 @@
 //! through the standard `SSL_CERT_FILE`; an untrusted certificate is refused (and the failure
 //! policy applies), never silently accepted.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::{Conn, Instance, RedisServer, wait_healthy};
+use crate::support::{Conn, Instance, RedisServer, wait_healthy};
 
 /// A CA and a server certificate for 127.0.0.1, made with `openssl`.
 fn certificates(dir: &Path) {
