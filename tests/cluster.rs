@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flux::{BreakerConfig, Builder, FailurePolicy, Flux, Key, Limit, Rate, Source, ToKey};
+use flux::config::BreakerConfig;
+use flux::decision::Source;
+use flux::key::ToKey;
+use flux::{Builder, FailurePolicy, Flux, Key, Limit, Rate};
 use support::{Flood, RedisCluster, assert_cache_effect, flood, flood_limit};
 
 /// A fixed arrival time (µs) for `try_check_at`: the answers do not depend on the clock.

@@ -16,7 +16,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use flux::{BreakerConfig, FailurePolicy, Flux, rate_limit};
+use flux::config::BreakerConfig;
+use flux::{FailurePolicy, Flux, rate_limit};
 use support::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
@@ -155,7 +156,7 @@ async fn handlers_limit_through_redis_and_honour_failure_policies() {
         .failure_policy(FailurePolicy::Local)
         // The application's own denial body; Flux adds Retry-After and the RateLimit fields.
         .deny_response(|decision| {
-            let status = if decision.source == flux::Source::FailClosed {
+            let status = if decision.source == flux::decision::Source::FailClosed {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::TOO_MANY_REQUESTS

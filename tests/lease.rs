@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source};
+use flux::config::BreakerConfig;
+use flux::decision::Source;
+use flux::{FailurePolicy, Flux, Limit, Rate};
 use support::{Conn, Instance, RedisServer, wait_healthy};
 
 /// 20 tokens and (practically) no refill during a test, leased 5 at a time.

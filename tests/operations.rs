@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Extension, Router};
-use flux::{BreakerConfig, FailurePolicy, Flux, rate_limit};
+use flux::config::BreakerConfig;
+use flux::{FailurePolicy, Flux, rate_limit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use support::{Conn, RedisServer};
 

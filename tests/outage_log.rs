@@ -9,7 +9,9 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source};
+use flux::config::BreakerConfig;
+use flux::decision::Source;
+use flux::{FailurePolicy, Flux, Limit, Rate};
 use support::RedisServer;
 
 static LIMIT: Limit = Limit::new("api", Rate::per_minute::<3>());

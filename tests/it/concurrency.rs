@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flux::{Flux, Limit, Rate, Source};
+use flux::decision::Source;
+use flux::{Flux, Limit, Rate};
 
 use crate::support::RedisServer;
 

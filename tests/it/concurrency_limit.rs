@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::{Extension, Router};
-use flux::{ConcurrencyLimit, FailurePolicy, Flux, Source, concurrency_limit};
+use flux::concurrency::ConcurrencyLimit;
+use flux::decision::Source;
+use flux::{FailurePolicy, Flux, concurrency_limit};
 
 use crate::support::{self, Conn, Instance, RedisServer, Reply};
 
@@ -345,7 +347,7 @@ async fn futures_all(
     flux: &Flux,
     limit: &'static ConcurrencyLimit,
     n: usize,
-) -> Vec<Result<flux::Slot, flux::ConcurrencyLimited>> {
+) -> Vec<Result<flux::concurrency::Slot, flux::concurrency::ConcurrencyLimited>> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(flux.acquire("k", limit).await);

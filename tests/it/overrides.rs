@@ -7,7 +7,8 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use flux::{Flux, Limit, Override, Rate, Setting};
+use flux::overrides::{Override, Setting};
+use flux::{Flux, Limit, Rate};
 
 use crate::support::{self, Conn, Instance, RedisCluster, RedisServer};
 

@@ -86,7 +86,7 @@ async fn a_flushed_cache_is_reloaded_once_per_write_not_per_check() {
         ("one-call-2", true),
         ("pipelined", false),
     ] {
-        flux::set_one_call_batches(one_call);
+        flux::__private::set_one_call_batches(one_call);
         server.flush_scripts();
         server.reset_stats();
         concurrent_checks(&server, &flux, round).await;
@@ -107,7 +107,7 @@ async fn a_flushed_cache_is_reloaded_once_per_write_not_per_check() {
             "{round}: each EVALSHA that met NOSCRIPT ran once more, no more ({evalsha} in all)"
         );
     }
-    flux::set_one_call_batches(true);
+    flux::__private::set_one_call_batches(true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,9 @@ use axum::extract::Query;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
-use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source, rate_limit};
+use flux::config::BreakerConfig;
+use flux::decision::Source;
+use flux::{FailurePolicy, Flux, Limit, Rate, rate_limit};
 use tower::ServiceExt;
 
 use crate::support::{RedisCluster, RedisServer};

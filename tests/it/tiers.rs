@@ -8,7 +8,8 @@ use axum::extract::{Path, Query};
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
-use flux::{Flux, Limit, Rate, RateLimited, Source, rate_limit};
+use flux::decision::Source;
+use flux::{Flux, Limit, Rate, RateLimited, rate_limit};
 use tower::ServiceExt;
 
 use crate::support::RedisServer;

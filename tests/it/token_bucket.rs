@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use flux::{Flux, Limit, Rate, Source};
+use flux::decision::Source;
+use flux::{Flux, Limit, Rate};
 
 use crate::support::RedisServer;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flux::{Flux, Limit, Rate, Source};
+use flux::decision::Source;
+use flux::{Flux, Limit, Rate};
 
 /// The limit every flood hits: 10 per second, burst 10 (one retry window = 100 ms).
 pub(crate) fn flood_limit() -> Limit {

@@ -2,7 +2,7 @@ use flux::rate_limit;
 
 struct Tenant;
 
-// `Tenant` does not implement `flux::ToKey`: the error points at the key expression.
+// `Tenant` does not implement `flux::key::ToKey`: the error points at the key expression.
 #[rate_limit(rate = "10/s", key = tenant)]
 async fn handler(tenant: Tenant) -> &'static str {
     let _ = tenant;
