@@ -1,10 +1,13 @@
 //! `FluxLayer` and limiters carried by requests: router-wide limits, exemptions, nested groups
 //! with their own limits, several limiters in one process, plain tower services, and the
 //! unit-test pattern of the README (tokio's paused clock, `oneshot`, no ports, no sleeps);
-//! then the same over real TCP through a real Redis.
+//! then the same over real TCP through a real Redis; and concurrency limits on a layer, in
+//! memory and shared by two instances through Redis.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -12,6 +15,7 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::routing::get;
 use axum::{Extension, Router};
+use flux::concurrency::ConcurrencyLimit;
 use flux::{Flux, FluxLayer, Key, Limit, Rate, rate_limit};
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -229,4 +233,165 @@ async fn over_tcp_through_redis_layer_and_attribute_are_two_checks() {
         health.header("ratelimit").is_none(),
         "an exempt request is not checked"
     );
+}
+
+// Concurrency limits on a layer: the attribute's slots, taken after the layer's rate limits
+// admit and held until the inner service has answered.
+
+static EXPORTS: ConcurrencyLimit = ConcurrencyLimit::new("layer-exports", 2);
+
+/// Requests that reached the handler, and the gate they wait at before answering.
+#[derive(Clone)]
+struct Gate {
+    entered: Arc<AtomicUsize>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            entered: Arc::default(),
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+}
+
+impl Gate {
+    /// Waits (at most 5 s) until `n` requests have reached the handler.
+    async fn entered(&self, n: usize) {
+        let wait = async {
+            while self.entered.load(Ordering::SeqCst) < n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap_or_else(|_| panic!("{n} requests never reached the handler"));
+    }
+}
+
+/// `/export` waits at `gate`, behind a layer that allows 2 exports in flight per `x-k`.
+fn exports(flux: Flux, gate: Gate) -> Router {
+    let handler = move || {
+        let gate = gate.clone();
+        async move {
+            gate.entered.fetch_add(1, Ordering::SeqCst);
+            let _pass = gate.open.acquire().await.expect("gate open");
+            "exported"
+        }
+    };
+    Router::new().route("/export", get(handler)).layer(
+        FluxLayer::with_limits([])
+            .concurrency(EXPORTS.clone())
+            .key_header(HeaderName::from_static("x-k"))
+            .flux(flux),
+    )
+}
+
+/// `/export` for client `key`: status, `Retry-After`, body. One that neither answers nor is
+/// refused within 5 s fails the test (a request the limit should refuse waits at the gate).
+async fn export(app: Router, key: &'static str) -> (u16, Option<String>, String) {
+    tokio::time::timeout(Duration::from_secs(5), export_now(app, key))
+        .await
+        .unwrap_or_else(|_| panic!("{key}'s export neither answered nor was refused"))
+}
+
+async fn export_now(app: Router, key: &'static str) -> (u16, Option<String>, String) {
+    let request = Request::get("/export")
+        .header("x-k", key)
+        .body(Body::empty())
+        .expect("request");
+    let response = app.oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    (status, retry, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn a_layer_holds_at_most_max_requests_in_flight_per_client() {
+    let gate = Gate::default();
+    let flux = Flux::builder().build().expect("in-memory limiter");
+    let app = exports(flux, gate.clone());
+    let first = tokio::spawn(export(app.clone(), "alice"));
+    let second = tokio::spawn(export(app.clone(), "alice"));
+    gate.entered(2).await;
+    // Two of alice's exports run: a third is refused without reaching the handler.
+    let (status, retry, body) = export(app.clone(), "alice").await;
+    assert_eq!((status, retry.as_deref()), (429, Some("1")), "{body}");
+    assert!(body.contains("concurrency limit"), "{body}");
+    assert_eq!(gate.entered.load(Ordering::SeqCst), 2);
+    // Another client has slots of its own.
+    let other = tokio::spawn(export(app.clone(), "bob"));
+    gate.entered(3).await;
+    gate.open.add_permits(3);
+    for task in [first, second, other] {
+        assert_eq!(task.await.expect("task").0, 200);
+    }
+    // The slots were released when the responses were produced.
+    gate.open.add_permits(2);
+    let (again, _, _) = export(app.clone(), "alice").await;
+    let (twice, _, _) = export(app, "alice").await;
+    assert_eq!((again, twice), (200, 200));
+}
+
+#[tokio::test]
+async fn a_dropped_request_releases_its_slot_on_a_layer() {
+    let gate = Gate::default();
+    let flux = Flux::builder().build().expect("in-memory limiter");
+    let app = exports(flux, gate.clone());
+    let dropped = tokio::spawn(export(app.clone(), "carol"));
+    let kept = tokio::spawn(export(app.clone(), "carol"));
+    gate.entered(2).await;
+    assert_eq!(export(app.clone(), "carol").await.0, 429);
+    // The client goes away: its request's future is dropped, and its slot with it.
+    dropped.abort();
+    assert!(dropped.await.is_err_and(|e| e.is_cancelled()));
+    let next = tokio::spawn(export(app.clone(), "carol"));
+    gate.entered(3).await;
+    gate.open.add_permits(2);
+    assert_eq!(kept.await.expect("task").0, 200);
+    assert_eq!(next.await.expect("task").0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_s_slots_are_shared_by_every_instance_through_redis() {
+    let redis = RedisServer::start();
+    // Two instances of one service: two limiters on the same Redis and prefix.
+    let gate = Gate::default();
+    let one = exports(redis.flux("layer-slots"), gate.clone());
+    let two = exports(redis.flux("layer-slots"), gate.clone());
+    let first = tokio::spawn(export(one.clone(), "dave"));
+    let second = tokio::spawn(export(two.clone(), "dave"));
+    gate.entered(2).await;
+    // Both slots are taken, one on each instance: either instance refuses a third.
+    assert_eq!(export(one.clone(), "dave").await.0, 429);
+    assert_eq!(export(two.clone(), "dave").await.0, 429);
+    let sets = redis.cli(&["KEYS", "layer-slots:*:slots"]);
+    assert!(sets.contains("layer-exports:slots"), "{sets}");
+    gate.open.add_permits(2);
+    assert_eq!(first.await.expect("task").0, 200);
+    assert_eq!(second.await.expect("task").0, 200);
+    // Released in Redis (in the background, after each response): both are free again.
+    let freed = async {
+        while redis
+            .cli(&["ZCARD", "layer-slots:{dave}:layer-exports:slots"])
+            .trim()
+            != "0"
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), freed)
+        .await
+        .expect("the slots are released in Redis");
+    gate.open.add_permits(2);
+    assert_eq!(export(one, "dave").await.0, 200);
+    assert_eq!(export(two, "dave").await.0, 200);
 }
