@@ -4,7 +4,9 @@
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use flux::{BreakerConfig, FailurePolicy, Flux, Limit, Rate, Source};
+use flux::config::BreakerConfig;
+use flux::decision::Source;
+use flux::{FailurePolicy, Flux, Limit, Rate};
 
 use crate::support::RedisServer;
 
@@ -207,6 +209,45 @@ async fn script_flush_is_recovered_transparently() {
             .expect("NOSCRIPT recovered in a pipelined batch");
         assert!(d.allowed);
         assert_eq!(d.remaining, 99);
+    }
+}
+
+/// What Redis answers surfaces as Flux's own error type: a kind and Redis' code to match on,
+/// the message, and the client library's error only as the `source()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_error_is_flux_s_own_type_with_its_code() {
+    use flux::error::{BackendErrorKind, Error};
+    let server = RedisServer::start();
+    let flux = server.flux("typed");
+    // A key of another type where the bucket lives: the script's GET fails with WRONGTYPE.
+    server.cli(&["SADD", "typed:{k}:api", "x"]);
+    let err = flux
+        .try_check("k", std::slice::from_ref(&LIMIT))
+        .await
+        .expect_err("the bucket key holds a set");
+    let Error::Backend(backend) = &err else {
+        panic!("expected a backend error, got {err:?}");
+    };
+    assert_eq!(backend.kind(), BackendErrorKind::Server, "{err}");
+    // Redis 7 passes the command's code through the script; 6.2 answers `ERR`.
+    assert!(
+        matches!(backend.code(), Some("WRONGTYPE" | "ERR")),
+        "{:?}: {err}",
+        backend.code()
+    );
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    let source = std::error::Error::source(backend).expect("the client's error");
+    assert!(source.downcast_ref::<redis::RedisError>().is_some());
+    // A refused connection is a connection error.
+    let port = server.port();
+    drop(server);
+    let gone = Flux::builder()
+        .redis(format!("redis://127.0.0.1:{port}/"))
+        .build()
+        .expect("valid");
+    match gone.ping(Duration::from_secs(5)).await {
+        Err(Error::Backend(e)) => assert_eq!(e.kind(), BackendErrorKind::Connection, "{e}"),
+        other => panic!("expected a connection error, got {other:?}"),
     }
 }
 

@@ -61,7 +61,7 @@ enum Conn {
         /// The limiter's breaker, whose circuits of masters gone from the cluster are
         /// forgotten when the slot map is read again.
         breaker: Arc<Breaker>,
-        /// The node URLs given, for the override subscription (`overrides`).
+        /// The node URLs given, for subscriptions (each on a connection of its own).
         urls: Vec<String>,
     },
 }
@@ -421,7 +421,12 @@ pub(super) fn backend(e: redis::RedisError) -> Error {
         || e.is_timeout()
     {
         BackendErrorKind::Connection
-    } else if matches!(e.kind(), redis::ErrorKind::Server(_)) {
+    } else if matches!(
+        e.kind(),
+        redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+    ) {
+        // An error reply, whether the client library knows its code (`NOSCRIPT`) or not
+        // (`WRONGTYPE` from inside a script).
         BackendErrorKind::Server
     } else {
         BackendErrorKind::Other
