@@ -226,7 +226,7 @@ impl Flux {
     }
 
     /// [`try_check`](Flux::try_check) at an explicit time, `now_micros` µs, instead of the
-    /// backend's clock (Redis' `TIME`, or the in-memory backend's [`Clock`]): tests compare
+    /// backend's clock (Redis' `TIME`, or the in-memory backend's [`Clock`](crate::clock::Clock)): tests compare
     /// the backends, or check exact refill times, on the same arrival times. Times must not
     /// go backwards for one bucket.
     ///

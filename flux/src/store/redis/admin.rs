@@ -33,25 +33,7 @@ pub(crate) type Messages = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;
 impl RedisStore {
     /// Runs `cmd` within [`ADMIN_DEADLINE`], outside the breaker and the check metrics.
     async fn admin<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
-        let call = async {
-            match &self.conn {
-                Conn::Single {
-                    client, manager, ..
-                } => cmd
-                    .query_async::<T>(&mut self.manager(client, manager)?)
-                    .await
-                    .map_err(backend),
-                Conn::Cluster { client, conn, .. } => {
-                    let conn = conn
-                        .get_or_try_init(|| client.get_async_connection())
-                        .await
-                        .map_err(backend)?;
-                    cmd.query_async::<T>(&mut conn.clone())
-                        .await
-                        .map_err(backend)
-                }
-            }
-        };
+        let call = self.query::<T>(cmd);
         let result = tokio::time::timeout(ADMIN_DEADLINE, call)
             .await
             .map_err(|_| Error::Timeout(ADMIN_DEADLINE))

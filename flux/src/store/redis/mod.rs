@@ -345,26 +345,28 @@ impl RedisStore {
 
     /// Sends `PING`.
     pub(crate) async fn ping(&self) -> Result<(), Error> {
-        let cmd = redis::cmd("PING");
+        self.query::<String>(&redis::cmd("PING")).await.map(drop)
+    }
+
+    /// Runs `cmd` on the checks' connection (outside the batch, with no deadline of its own).
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
         match &self.conn {
             Conn::Single {
                 client, manager, ..
-            } => {
-                cmd.query_async::<String>(&mut self.manager(client, manager)?)
-                    .await
-                    .map_err(backend)?;
-            }
+            } => cmd
+                .query_async::<T>(&mut self.manager(client, manager)?)
+                .await
+                .map_err(backend),
             Conn::Cluster { client, conn, .. } => {
                 let conn = conn
                     .get_or_try_init(|| client.get_async_connection())
                     .await
                     .map_err(backend)?;
-                cmd.query_async::<String>(&mut conn.clone())
+                cmd.query_async::<T>(&mut conn.clone())
                     .await
-                    .map_err(backend)?;
+                    .map_err(backend)
             }
         }
-        Ok(())
     }
 }
 
