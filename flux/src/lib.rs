@@ -90,6 +90,14 @@
 //!   `exempt = EXPR`), [`Flux::health`] for readiness probes, one DEBUG event per denial.
 //! - The `testing` feature: `flux::testing::memory()`, an in-memory limiter on tokio's clock,
 //!   to prove a handler's limit in a unit test with `tokio::time::advance`.
+//!
+//! ## Where things are
+//!
+//! The types most code needs are at the root. The rest, by concern: [`http`] (the layer,
+//! header fields, the client's address), [`concurrency`] (concurrency limits and slots),
+//! [`overrides`] (limits changed at runtime), [`health`], [`config`] (the builder's settings),
+//! [`decision`] (what a check or a charge answered), [`limit`], [`key`], [`clock`] and
+//! [`error`] (what can fail, as data to match on).
 
 mod hot;
 mod limiter;
