@@ -188,22 +188,25 @@ impl Flux {
         {
             return denied;
         }
-        let sent = cache.map_or(0, DenyCache::now);
-        let leased_at = refill.as_ref().map(Refill::sent);
-        let mut out = Vec::with_capacity(limits.len());
-        let call = inner
-            .store
-            .check(key, &plan.keys, &plan.params, want, None, &mut out);
-        if let Some(taken) = self.guarded(ticket, policy, call).await {
-            let decision = Decision::summarize(taken > 0, &out, limits, Source::Backend);
-            if let (Some(refill), Some(at), true) = (refill, leased_at, taken > 0) {
-                refill.fill(taken, &decision, at);
+        // While the breaker skips the store, nothing more is prepared for a call.
+        if ticket.is_none_or(|t| t.pass != Pass::Skip) {
+            let sent = cache.map_or(0, DenyCache::now);
+            let leased_at = refill.as_ref().map(Refill::sent);
+            let mut out = Vec::with_capacity(limits.len());
+            let call = inner
+                .store
+                .check(key, &plan.keys, &plan.params, want, None, &mut out);
+            if let Some(taken) = self.guarded(ticket, policy, call).await {
+                let decision = Decision::summarize(taken > 0, &out, limits, Source::Backend);
+                if let (Some(refill), Some(at), true) = (refill, leased_at, taken > 0) {
+                    refill.fill(taken, &decision, at);
+                }
+                if let Some(cache) = cache {
+                    let i = decision.index;
+                    cache.learn(|| plan.id(), &decision, sent, plan.params[i], &out[i]);
+                }
+                return decision;
             }
-            if let Some(cache) = cache {
-                let i = decision.index;
-                cache.learn(|| plan.id(), &decision, sent, plan.params[i], &out[i]);
-            }
-            return decision;
         }
         match policy {
             FailurePolicy::Open => Decision::unchecked(true, Source::FailOpen),
