@@ -124,10 +124,13 @@ async fn operators_list_override_inspect_and_clear_limits() {
         listed.contains("one\t*\t100/s\t50\t1\t3/s burst=3\n"),
         "{listed}"
     );
+    // A per-key override is listed by the client's digest: Redis holds no client key.
+    let vip = support::stored("vip");
     assert!(
-        listed.contains("one\tvip\t100/s\t50\t1\toff ttl=3600s\n"),
+        listed.contains(&format!("one\t{vip}\t100/s\t50\t1\toff ttl=3600s\n")),
         "{listed}"
     );
+    assert!(!redis.cli(&["HGETALL", "flux:overrides"]).contains("vip"));
 
     // Inspect consumes nothing: the same tokens twice, the bucket only refilling.
     for _ in 0..2 {
@@ -167,6 +170,12 @@ async fn operators_list_override_inspect_and_clear_limits() {
     assert_eq!(
         ok(&url, &["override", "clear", "one", "--key", "vip"]),
         "cleared one vip\n"
+    );
+    // The digest, as `flux limits` lists it, clears it as well.
+    ok(&url, &["override", "set", "one", "off", "--key", "vip"]);
+    assert_eq!(
+        ok(&url, &["override", "clear", "one", "--key", &vip]),
+        format!("cleared one {vip}\n")
     );
 }
 

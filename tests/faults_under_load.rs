@@ -243,7 +243,7 @@ async fn until_redis_decides(addr: SocketAddr, url: &str, tag: &str) -> Option<I
         let answered = Instant::now();
         match reply {
             Ok(reply) if reply.status == 200 => {
-                if exists(url, &format!("flux:{{{client}}}:many")).await {
+                if exists(url, &format!("flux:{{{}}}:many", support::stored(client))).await {
                     return Some(answered);
                 }
             }
@@ -776,7 +776,8 @@ async fn fault_under_load(fault: Fault, policy: Policy) {
             drive.ok
         );
         // Those decisions never reached Redis.
-        assert!(!exists(&url, "flux:{local-burst}:one").await);
+        let bucket = format!("flux:{{{}}}:one", support::stored("local-burst"));
+        assert!(!exists(&url, &bucket).await);
     }
 }
 

@@ -216,7 +216,7 @@ async fn during_an_outage_the_fleet_shares_the_limit_and_returns_to_redis_after(
         );
     }
     // And each decides through the shared bucket again: a request written by the script.
-    let bucket = "fleet:{global}:global";
+    let bucket = &redis.bucket("fleet", "global", "global");
     for instance in &fleet {
         redis.cli(&["DEL", bucket]);
         let mut conn = Conn::open(instance.addr()).await.expect("connect");

@@ -147,10 +147,12 @@ async fn run(command: Command) -> Result<String, String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let overrides = flux.overrides().await.map_err(|e| e.to_string())?;
+            // Per-key overrides are listed by the client's digest.
+            let stored = flux.stored_key(&key);
             let in_force = overrides
                 .iter()
                 .filter(|o| o.limit == name)
-                .filter(|o| o.key.is_none() || o.key.as_deref() == Some(key.as_str()))
+                .filter(|o| o.key.is_none() || o.key.as_deref() == Some(stored.as_str()))
                 .max_by_key(|o| o.key.is_some());
             Ok(output::inspect(&declared, &key, &decision, in_force))
         }

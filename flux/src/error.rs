@@ -117,6 +117,10 @@ pub enum ConfigOption {
     DenyCache,
     /// [`Builder::shadow`](crate::Builder::shadow).
     Shadow,
+    /// [`Builder::key_secret`](crate::Builder::key_secret).
+    KeySecret,
+    /// [`Builder::clear_keys`](crate::Builder::clear_keys).
+    ClearKeys,
     /// An operation needs a backend the limiter does not have (overrides are stored in
     /// Redis: the in-memory backend has none to set).
     Backend,
@@ -137,6 +141,8 @@ impl ConfigOption {
             ConfigOption::ExemptIps => Some("FLUX_EXEMPT_IPS"),
             ConfigOption::DenyCache => Some("FLUX_DENY_CACHE"),
             ConfigOption::Shadow => Some("FLUX_SHADOW"),
+            ConfigOption::KeySecret => Some("FLUX_KEY_SECRET"),
+            ConfigOption::ClearKeys => Some("FLUX_CLEAR_KEYS"),
             ConfigOption::Backend | ConfigOption::Override => None,
         }
     }

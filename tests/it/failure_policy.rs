@@ -220,7 +220,7 @@ async fn a_redis_error_is_flux_s_own_type_with_its_code() {
     let server = RedisServer::start();
     let flux = server.flux("typed");
     // A key of another type where the bucket lives: the script's GET fails with WRONGTYPE.
-    server.cli(&["SADD", "typed:{k}:api", "x"]);
+    server.cli(&["SADD", &server.bucket("typed", "k", "api"), "x"]);
     let err = flux
         .try_check("k", std::slice::from_ref(&LIMIT))
         .await

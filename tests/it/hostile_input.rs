@@ -27,7 +27,9 @@ const MANY_BURST: usize = 3;
 async fn service(trusted_proxy: bool) -> (RedisServer, Instance) {
     let redis = RedisServer::start();
     let url = redis.url();
-    let mut env = vec![("FLUX_REDIS_URL", url.as_str())];
+    // Client keys in clear, to read each client's bucket off Redis: these tests are about
+    // how request data becomes a key (the digest at rest is tested on its own).
+    let mut env = vec![("FLUX_REDIS_URL", url.as_str()), ("FLUX_CLEAR_KEYS", "on")];
     if trusted_proxy {
         env.push(("FLUX_TRUSTED_PROXIES", "127.0.0.1"));
     }

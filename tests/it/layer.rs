@@ -381,7 +381,10 @@ async fn a_layer_s_slots_are_shared_by_every_instance_through_redis() {
     // Released in Redis (in the background, after each response): both are free again.
     let freed = async {
         while redis
-            .cli(&["ZCARD", "layer-slots:{dave}:layer-exports:slots"])
+            .cli(&[
+                "ZCARD",
+                &redis.bucket("layer-slots", "dave", "layer-exports:slots"),
+            ])
             .trim()
             != "0"
         {

@@ -28,6 +28,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod at_rest;
 mod batch_script;
 mod concurrency;
 mod concurrency_limit;

@@ -123,7 +123,7 @@ async fn settled_costs_on_redis() {
     a_huge_cost_is_capped(&flux).await;
     // The debt lives in the bucket's key, which expires once the bucket is full again.
     let ttl: i64 = server
-        .cli(&["PTTL", "settle:{user-3}:settle-tokens"])
+        .cli(&["PTTL", &server.bucket("settle", "user-3", "settle-tokens")])
         .trim()
         .parse()
         .expect("a number");

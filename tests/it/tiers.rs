@@ -106,8 +106,14 @@ async fn plans_give_each_caller_its_own_limit_on_redis() {
     plans_give_each_caller_its_own_limit(server.flux("tiers")).await;
     // The buckets are the plans' names, one per user.
     let keys = server.cli(&["KEYS", "tiers:*"]);
-    assert!(keys.contains("tiers:{alice}:tiers-free"), "{keys}");
-    assert!(keys.contains("tiers:{bob}:tiers-pro"), "{keys}");
+    assert!(
+        keys.contains(&server.bucket("tiers", "alice", "tiers-free")),
+        "{keys}"
+    );
+    assert!(
+        keys.contains(&server.bucket("tiers", "bob", "tiers-pro")),
+        "{keys}"
+    );
 }
 
 #[tokio::test]

@@ -118,7 +118,7 @@ async fn rediss_with_a_private_ca_limits_and_an_untrusted_certificate_is_refused
         [200, 200, 200, 429]
     );
     assert_eq!(
-        redis.cli(&["EXISTS", "flux:{tls-client}:many"]),
+        redis.cli(&["EXISTS", &redis.bucket("flux", "tls-client", "many")]),
         "1",
         "the bucket lives in Redis"
     );

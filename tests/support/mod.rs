@@ -57,6 +57,18 @@ use tracing_subscriber::EnvFilter;
 ///
 /// The filter comes from `RUST_LOG` and defaults to `warn`. Safe to call from every test: only
 /// the first call in a test binary installs anything, later ones do nothing.
+/// `client` as a Redis-backed limiter with the default key secret stores it: the digest in
+/// its bucket keys and per-key override fields.
+pub(crate) fn stored(client: impl flux::key::ToKey) -> String {
+    flux::Flux::builder()
+        .redis("redis://127.0.0.1:1/")
+        .build()
+        .expect("valid configuration")
+        .stored_key(client)
+        .as_str()
+        .to_owned()
+}
+
 pub(crate) fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     // Fails only when a global subscriber is already set, which is what we want.

@@ -192,6 +192,12 @@ impl RedisServer {
             .expect("valid configuration")
     }
 
+    /// The Redis key of `client`'s bucket of the limit `name` under `prefix`, as a limiter
+    /// with the default key secret stores it (client keys are digests at rest).
+    pub(crate) fn bucket(&self, prefix: &str, client: &str, name: &str) -> String {
+        format!("{prefix}:{{{}}}:{name}", crate::support::stored(client))
+    }
+
     /// `redis://:PASSWORD@127.0.0.1:PORT/`, the password percent-encoded. Any password can be
     /// given, to test a wrong one too.
     pub(crate) fn url_with_password(&self, password: &str) -> String {

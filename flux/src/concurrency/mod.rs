@@ -352,6 +352,7 @@ impl Flux {
         shadow: Option<bool>,
     ) -> Result<Slot, ConcurrencyLimited> {
         let shadow = shadow.unwrap_or_else(|| self.is_shadow());
+        let key = &*self.store().stored_key_ref(key);
         let result = self.take_slot(key, limit, policy).await;
         let (outcome, source) = match &result {
             Ok((_, source)) => (Outcome::Allowed, *source),

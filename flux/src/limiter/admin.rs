@@ -50,7 +50,7 @@ impl Flux {
     /// # Ok(()) }
     /// ```
     pub async fn peek(&self, key: impl ToKey, limits: &[Limit]) -> Result<Decision, Error> {
-        let key = key.to_key();
+        let key = self.stored_key(key);
         let applied = self.inner.overrides.apply(&key, limits);
         let in_force = applied.as_ref().map_or(limits, |a| &a.limits[..]);
         if in_force.is_empty() {
@@ -114,26 +114,76 @@ impl Flux {
                 "the limit name is empty",
             ));
         }
-        overrides::redis::set(self.redis()?, &self.inner.prefix, o).await
+        let redis = self.redis()?;
+        // Stored under the client's digest, as its buckets are.
+        let mut stored = o.clone();
+        stored.key = o.key.as_deref().map(|k| {
+            redis
+                .at_rest()
+                .apply(Key::from_encoded(k))
+                .as_str()
+                .to_owned()
+        });
+        overrides::redis::set(redis, &self.inner.prefix, &stored).await
+    }
+
+    /// `key` as Redis holds it: the name under which its buckets, concurrency slots and
+    /// per-key overrides are stored. On Redis a keyed digest (see
+    /// [`Builder::key_secret`](crate::Builder::key_secret)) unless keys are kept in clear;
+    /// on the in-memory backend the key as it is.
+    ///
+    /// ```
+    /// use flux::{Flux, Key};
+    ///
+    /// let redis = Flux::builder().redis("redis://127.0.0.1:6379/").build()?;
+    /// let stored = redis.stored_key("203.0.113.9");
+    /// assert_eq!(stored.as_str().len(), 32);
+    /// assert!(!stored.as_str().contains("203.0.113.9"));
+    /// let memory = Flux::builder().build()?;
+    /// assert_eq!(memory.stored_key("203.0.113.9"), Key::new("203.0.113.9"));
+    /// # Ok::<(), flux::Error>(())
+    /// ```
+    pub fn stored_key(&self, key: impl ToKey) -> Key {
+        self.inner.store.stored_key(key.to_key())
     }
 
     /// Removes the override of `limit` (for the client `key` only, if given) and announces
     /// it. Returns whether there was one. Redis backend only.
+    ///
+    /// `key` is the client key (its digest is what Redis holds), or the digest itself as
+    /// [`overrides`](Self::overrides) and `flux limits` list it.
     pub async fn clear_override(&self, limit: &str, key: Option<&str>) -> Result<bool, Error> {
-        let key = key.map(|k| Key::new(k).as_str().to_owned());
-        let field = field(limit, key.as_deref());
-        overrides::redis::clear(self.redis()?, &self.inner.prefix, &field).await
+        let redis = self.redis()?;
+        let Some(key) = key else {
+            return overrides::redis::clear(redis, &self.inner.prefix, &field(limit, None)).await;
+        };
+        let stored = redis.at_rest().apply(Key::new(key));
+        let digested = field(limit, Some(stored.as_str()));
+        if overrides::redis::clear(redis, &self.inner.prefix, &digested).await? {
+            return Ok(true);
+        }
+        // The digest as listed, or a field written by hand in clear.
+        let listed = field(limit, Some(key));
+        Ok(listed != digested
+            && overrides::redis::clear(redis, &self.inner.prefix, &listed).await?)
     }
 
     /// The overrides stored in Redis now, expired ones left out (malformed ones too, each
-    /// reported once as a warning). Redis backend only.
+    /// reported once as a warning). A per-key override's key is the client's digest, as
+    /// [`stored_key`](Self::stored_key) gives it (unless keys are kept in clear). Redis
+    /// backend only.
     pub async fn overrides(&self) -> Result<Vec<Override>, Error> {
         let redis = self.redis()?;
         let key = overrides::redis::overrides_key(&self.inner.prefix);
         let mut list = Vec::new();
         for (f, v) in redis.hash(&key).await? {
             match Override::parse(&f, &v) {
-                Ok(o) if !overrides::redis::expired(&o) => list.push(o),
+                Ok(mut o) if !overrides::redis::expired(&o) => {
+                    if let Some(k) = &o.key {
+                        o.key = Some(redis.at_rest().stored(k).as_str().to_owned());
+                    }
+                    list.push(o);
+                }
                 Ok(_) => {}
                 Err(e) => self
                     .inner

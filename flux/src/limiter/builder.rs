@@ -10,6 +10,7 @@ use crate::hot::lease::Leases;
 use crate::model::client::{IpSet, TrustedProxies};
 use crate::model::clock::{Clock, MonotonicClock};
 use crate::model::decision::Decision;
+use crate::model::key::{AtRest, DEFAULT_KEY_SECRET};
 use crate::outage::breaker::{Breaker, BreakerConfig};
 use crate::outage::fleet::Fleet;
 use crate::outage::policy::FailurePolicy;
@@ -60,6 +61,8 @@ pub struct Builder {
     deny_cache: bool,
     from_env: bool,
     overrides_file: Option<std::path::PathBuf>,
+    key_secret: Option<Vec<u8>>,
+    clear_keys: bool,
 }
 
 /// The default deadline of a Redis call: long enough for a busy Redis on a loaded machine,
@@ -82,6 +85,8 @@ impl Default for Builder {
             deny_cache: true,
             from_env: false,
             overrides_file: None,
+            key_secret: None,
+            clear_keys: false,
         }
     }
 }
@@ -101,6 +106,8 @@ impl Builder {
     /// | `FLUX_SHADOW` | `on`: every limit decides and counts but never denies | `off` |
     /// | `FLUX_EXEMPT_IPS` | comma-separated IPs/CIDRs whose requests skip every limit | none |
     /// | `FLUX_OVERRIDES` | in-memory backend: TOML file of overrides ([`Builder::overrides_file`]) | none |
+    /// | `FLUX_KEY_SECRET` | secret of the digests client keys are stored as in Redis (16+ bytes, the same on every instance) | a public default |
+    /// | `FLUX_CLEAR_KEYS` | `on`: client keys appear in clear in Redis key names (to debug) | `off` |
     pub fn from_env() -> Result<Builder, Error> {
         Builder::from_vars(|name| std::env::var(name).ok())
     }
@@ -146,6 +153,13 @@ impl Builder {
         }
         if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
             builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
+        }
+        // Taken as it is (spaces and all): a secret is bytes, not a word to tidy.
+        if let Some(secret) = var("FLUX_KEY_SECRET") {
+            builder = builder.key_secret(secret);
+        }
+        if let Some(switch) = var("FLUX_CLEAR_KEYS") {
+            builder = builder.clear_keys(on_off(ConfigOption::ClearKeys, &switch)?);
         }
         Ok(builder)
     }
@@ -250,6 +264,28 @@ impl Builder {
         self
     }
 
+    /// The secret under which client keys are digested in Redis (default: a public one).
+    ///
+    /// Redis never holds a client key as it came (an address, a token, a user id): every
+    /// bucket, slot set and per-key override is stored under HMAC-SHA-256 of the key, so
+    /// `SCAN`, `MONITOR`, the slow log and backups show digests. Without a secret of your own
+    /// a digest still hides a token, but a key from a small set (an IPv4 address, a numeric
+    /// id) can be found by digesting every candidate; with one, it cannot. Every instance,
+    /// and the `flux` tool, must use the same secret (they would not find each other's
+    /// buckets otherwise); changing it starts every bucket afresh once. At least 16 bytes.
+    pub fn key_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.key_secret = Some(secret.as_ref().to_vec());
+        self
+    }
+
+    /// Whether client keys appear in clear in Redis key names and override fields (default
+    /// off: digests, see [`key_secret`](Self::key_secret)). For debugging: a bucket can
+    /// then be found by its client's address. Instances must agree, as for the secret.
+    pub fn clear_keys(mut self, clear: bool) -> Self {
+        self.clear_keys = clear;
+        self
+    }
+
     /// The in-memory backend's overrides: a TOML file of `[[override]]` entries (`limit`,
     /// `rate` or `"off"`, optional `burst` and `key`), read at build and again within a
     /// second of each change. A file that is missing or malformed is reported and holds no
@@ -285,6 +321,7 @@ impl Builder {
                 "the deadline must be longer than zero",
             ));
         }
+        let at_rest = self.at_rest()?;
         let proxies = TrustedProxies::parse(&self.proxies)?;
         let exempt_ips = IpSet::parse(&self.exempt_ips, "exempt address", ConfigOption::ExemptIps)?;
         let clock = self
@@ -295,7 +332,7 @@ impl Builder {
             Target::Memory => (Store::Memory(local.clone()), None),
             Target::Redis(url) => {
                 let breaker = Breaker::new(self.breaker, self.deadline, 1);
-                let store = RedisStore::single(url, self.deadline)?;
+                let store = RedisStore::single(url, self.deadline)?.with_keys(at_rest);
                 (Store::Redis(Box::new(store)), Some(Arc::new(breaker)))
             }
             Target::Cluster(nodes) if nodes.is_empty() => {
@@ -306,7 +343,8 @@ impl Builder {
             }
             Target::Cluster(nodes) => {
                 let breaker = Arc::new(Breaker::new(self.breaker, self.deadline, NODE_CIRCUITS));
-                let store = RedisStore::cluster(nodes, self.deadline, Arc::clone(&breaker))?;
+                let store = RedisStore::cluster(nodes, self.deadline, Arc::clone(&breaker))?
+                    .with_keys(at_rest);
                 (Store::Redis(Box::new(store)), Some(breaker))
             }
         };
@@ -364,6 +402,33 @@ impl Builder {
     }
 }
 
+impl Builder {
+    /// How the Redis store keeps client keys, from the secret and the switch.
+    fn at_rest(&self) -> Result<AtRest, Error> {
+        match (&self.key_secret, self.clear_keys) {
+            (Some(_), true) => Err(Error::config(
+                ConfigOption::ClearKeys,
+                "client keys in clear take no secret: set FLUX_CLEAR_KEYS (clear_keys) or \
+                 FLUX_KEY_SECRET (key_secret), not both",
+            )),
+            (None, true) => Ok(AtRest::Clear),
+            (Some(secret), false) if secret.len() < MIN_KEY_SECRET => Err(Error::config(
+                ConfigOption::KeySecret,
+                format!(
+                    "the key secret is {} bytes long; it must be at least {MIN_KEY_SECRET} \
+                     (a random one: `openssl rand -hex 32`)",
+                    secret.len()
+                ),
+            )),
+            (Some(secret), false) => Ok(AtRest::digest(secret)),
+            (None, false) => Ok(AtRest::digest(DEFAULT_KEY_SECRET)),
+        }
+    }
+}
+
+/// Shortest key secret accepted: 128 bits, as many as the digest keeps.
+const MIN_KEY_SECRET: usize = 16;
+
 /// An on/off environment switch.
 fn on_off(option: ConfigOption, value: &str) -> Result<bool, Error> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -397,6 +462,20 @@ mod tests {
     }
 
     #[test]
+    fn a_short_key_secret_is_refused_without_being_shown() {
+        let e = env_error(&[("FLUX_KEY_SECRET", "hunter2hunter2")]);
+        assert_eq!(e.option(), ConfigOption::KeySecret);
+        assert!(e.reason().contains("14 bytes"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = env_error(&[
+            ("FLUX_KEY_SECRET", "0123456789abcdef0123"),
+            ("FLUX_CLEAR_KEYS", "on"),
+        ]);
+        assert_eq!(e.option(), ConfigOption::ClearKeys);
+        assert!(!e.to_string().contains("0123456789"), "{e}");
+    }
+
+    #[test]
     fn a_bad_variable_is_named_with_its_value() {
         for (name, value, option) in [
             ("FLUX_DEADLINE_MS", "5O", ConfigOption::Deadline),
@@ -404,6 +483,7 @@ mod tests {
             ("FLUX_FAILURE_POLICY", "opne", ConfigOption::FailurePolicy),
             ("FLUX_DENY_CACHE", "maybe", ConfigOption::DenyCache),
             ("FLUX_SHADOW", "yes please", ConfigOption::Shadow),
+            ("FLUX_CLEAR_KEYS", "maybe", ConfigOption::ClearKeys),
             (
                 "FLUX_TRUSTED_PROXIES",
                 "10.0.0.0/8,lb",

@@ -110,7 +110,7 @@ impl Flux {
         cost: u64,
         policy: Option<FailurePolicy>,
     ) -> Charged {
-        let key = key.to_key();
+        let key = self.store().stored_key(key.to_key());
         // Under an override the charge uses the limit in force; none when off.
         let Some(limit) = self.limit_in_force(&key, limit) else {
             return Charged::dropped(Source::Exempt);
@@ -182,7 +182,7 @@ impl Flux {
         cost: u64,
         now_micros: Option<u64>,
     ) -> Result<Charged, Error> {
-        let key = key.to_key();
+        let key = self.store().stored_key(key.to_key());
         // Overrides, as in `charge_with_policy`.
         let Some(limit) = self.limit_in_force(&key, limit) else {
             return Ok(Charged::dropped(Source::Exempt));

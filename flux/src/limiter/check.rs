@@ -56,7 +56,8 @@ impl Flux {
             // Nothing to enforce.
             return Decision::unchecked(true, Source::Backend);
         }
-        let key = key.to_key();
+        // The key as the store keeps it (Redis: a digest), for overrides and buckets alike.
+        let key = self.inner.store.stored_key(key.to_key());
         // Decide with the limits in force, report by the checked ones; a check whose every
         // limit is turned off skips the store.
         let applied = self.runtime_limits(&key, limits);
@@ -267,7 +268,7 @@ impl Flux {
         if limits.is_empty() {
             return Ok(Decision::unchecked(true, Source::Backend));
         }
-        let key = key.to_key();
+        let key = self.inner.store.stored_key(key.to_key());
         // Runtime overrides, as in `check_with`.
         let applied = self.runtime_limits(&key, limits);
         let limits = applied.as_ref().map_or(limits, |a| &a.limits[..]);

@@ -7,10 +7,17 @@
 //! braces; anything else (longer than 64 bytes, empty, binary, control bytes, `{`, `}`, or
 //! starting with `#`) is replaced by `#` and the hex of its SHA-256 (first 128 bits). Plain
 //! keys never start with `#`, so a digest can never equal another client's plain key.
+//!
+//! At rest (in Redis key names and per-key override fields) a client key is not stored as it
+//! came: [`AtRest`] replaces it with a keyed digest, HMAC-SHA-256 under the deployment's
+//! secret (`FLUX_KEY_SECRET`), so no client address, token or id can be read off Redis, its
+//! slow log, `MONITOR` or a backup. The in-memory backend keeps keys as they are: they
+//! never leave the process.
 
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// Longest client key stored verbatim; longer keys are digested.
@@ -110,6 +117,11 @@ impl Key {
         Key(out.into())
     }
 
+    /// A key already in encoded form (read back from storage), taken as it is.
+    pub(crate) fn from_encoded(encoded: &str) -> Key {
+        Key(encoded.into())
+    }
+
     /// The encoded key.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -130,6 +142,84 @@ impl Key {
         key.push_str(name);
         key
     }
+}
+
+/// How client keys are stored where others can read them (Redis key names, per-key override
+/// fields): as a keyed digest, or (to debug) as they are.
+#[derive(Clone)]
+pub(crate) enum AtRest {
+    /// Keys as they are ([`Builder::clear_keys`](crate::Builder::clear_keys), and the
+    /// in-memory backend, whose keys never leave the process).
+    Clear,
+    /// HMAC-SHA-256 of the encoded key under the secret, first 128 bits in hex: 32 characters.
+    Digest(Box<Hmac<Sha256>>),
+}
+
+/// The secret of a deployment that sets none: digests then hide a key's text, but a key
+/// drawn from a small set (an IPv4 address, a numeric id) can be found by trying them all.
+pub(crate) const DEFAULT_KEY_SECRET: &[u8] = b"flux-ratelimit key digest, no secret set";
+
+/// Length of a digest at rest.
+pub(crate) const AT_REST_LEN: usize = 32;
+
+impl AtRest {
+    /// Digests under `secret` (any length; HMAC takes every length).
+    pub(crate) fn digest(secret: &[u8]) -> AtRest {
+        match Hmac::<Sha256>::new_from_slice(secret) {
+            Ok(mac) => AtRest::Digest(Box::new(mac)),
+            // HMAC accepts keys of every length; keep keys readable rather than fail.
+            Err(_) => AtRest::Clear,
+        }
+    }
+
+    /// `key` as it is stored.
+    pub(crate) fn apply(&self, key: Key) -> Key {
+        match self {
+            AtRest::Clear => key,
+            AtRest::Digest(mac) => {
+                let mut mac = (**mac).clone();
+                mac.update(key.as_str().as_bytes());
+                let hash = mac.finalize().into_bytes();
+                let mut out = String::with_capacity(AT_REST_LEN);
+                for byte in &hash[..AT_REST_LEN / 2] {
+                    // Writing to a String cannot fail.
+                    let _ = write!(out, "{byte:02x}");
+                }
+                Key(out.into())
+            }
+        }
+    }
+
+    /// A client key read from a stored field (a per-key override): a digest is taken as it
+    /// is; anything else was written in clear (by hand, or before keys were digested) and is
+    /// digested now, so that it applies to the client it names.
+    pub(crate) fn stored(&self, field_key: &str) -> Key {
+        let key = Key::from_encoded(field_key);
+        match self {
+            AtRest::Digest(_) if !is_digest(field_key) => self.apply(key),
+            _ => key,
+        }
+    }
+
+    /// Whether keys are digested.
+    pub(crate) fn is_digest(&self) -> bool {
+        matches!(self, AtRest::Digest(_))
+    }
+}
+
+impl fmt::Debug for AtRest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the secret.
+        f.write_str(match self {
+            AtRest::Clear => "Clear",
+            AtRest::Digest(_) => "Digest",
+        })
+    }
+}
+
+/// Whether `text` has the shape of a digest at rest (32 lowercase hex digits).
+fn is_digest(text: &str) -> bool {
+    text.len() == AT_REST_LEN && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Hash slots of a Redis Cluster.
@@ -283,6 +373,26 @@ mod tests {
         assert_eq!(Key::new("somekey").slot(), 11_058);
         assert_eq!(Key::new("foo").slot(), 12_182);
         assert_eq!(Key::new("123456789").slot(), 0x31c3 % SLOTS);
+    }
+
+    #[test]
+    fn keys_at_rest_are_keyed_digests() {
+        let ip = Key::new("203.0.113.9");
+        let a = AtRest::digest(b"secret a");
+        let stored = a.apply(ip.clone());
+        assert_eq!(stored.as_str().len(), AT_REST_LEN);
+        assert!(!stored.as_str().contains("203"));
+        // The same key, the same digest (every instance finds the same bucket).
+        assert_eq!(AtRest::digest(b"secret a").apply(ip.clone()), stored);
+        // Another secret, another digest; other keys, other digests.
+        assert_ne!(AtRest::digest(b"secret b").apply(ip.clone()), stored);
+        assert_ne!(a.apply(Key::new("203.0.113.10")), stored);
+        // A stored field's key: a digest as it is, a clear key digested.
+        assert_eq!(a.stored(stored.as_str()), stored);
+        assert_eq!(a.stored("203.0.113.9"), stored);
+        assert_eq!(AtRest::Clear.apply(ip.clone()), ip);
+        assert_eq!(AtRest::Clear.stored("203.0.113.9"), ip);
+        assert_eq!(format!("{a:?}"), "Digest");
     }
 
     #[test]

@@ -63,7 +63,17 @@ pub(crate) async fn read(
     overrides: &Overrides,
 ) -> Result<Table, Error> {
     let key = overrides_key(prefix);
-    let entries = redis.hash(&key).await?;
+    let mut entries = redis.hash(&key).await?;
+    // Per-key fields name the client by its digest; one written in clear (by hand, or
+    // before keys were digested) applies to the same client.
+    let at_rest = redis.at_rest();
+    if at_rest.is_digest() {
+        for (field, _) in &mut entries {
+            if let Some((limit, client)) = field.split_once('@') {
+                *field = super::field(limit, Some(at_rest.stored(client).as_str()));
+            }
+        }
+    }
     let source = format!("Redis hash {key}");
     Ok(overrides.load(
         &source,

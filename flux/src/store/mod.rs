@@ -15,6 +15,7 @@ pub(crate) mod memory;
 pub(crate) mod redis;
 mod slots;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use self::memory::MemoryStore;
 use self::redis::RedisStore;
 use crate::error::Error;
 use crate::model::gcra::{Bucket, Params};
-use crate::model::key::Key;
+use crate::model::key::{AtRest, Key};
 use crate::outage::fleet::Fleet;
 
 /// An operation on a slot set (see `lua/concurrency.lua`).
@@ -65,6 +66,29 @@ impl Store {
         match self {
             Store::Memory(_) => "in-memory (limits per process)".to_owned(),
             Store::Redis(redis) => format!("Redis at {}", redis.display()),
+        }
+    }
+
+    /// How this store keeps client keys: the Redis store as keyed digests (unless configured
+    /// clear), the in-memory store as they are (they never leave the process).
+    pub(crate) fn at_rest(&self) -> &AtRest {
+        match self {
+            Store::Memory(_) => &AtRest::Clear,
+            Store::Redis(redis) => redis.at_rest(),
+        }
+    }
+
+    /// `key` as this store keeps it: every bucket, slot set and per-key override of a client
+    /// is found under this form.
+    pub(crate) fn stored_key(&self, key: Key) -> Key {
+        self.at_rest().apply(key)
+    }
+
+    /// [`stored_key`](Self::stored_key) of a borrowed key, cloned only when it changes.
+    pub(crate) fn stored_key_ref<'k>(&self, key: &'k Key) -> Cow<'k, Key> {
+        match self.at_rest() {
+            AtRest::Clear => Cow::Borrowed(key),
+            at_rest => Cow::Owned(at_rest.apply(key.clone())),
         }
     }
 

@@ -32,6 +32,7 @@ use self::scripts::Cache;
 use super::SlotOp;
 use crate::error::{BackendError, BackendErrorKind, ConfigOption, Error};
 use crate::model::gcra::{Bucket, Params};
+use crate::model::key::{AtRest, DEFAULT_KEY_SECRET};
 use crate::outage::breaker::Breaker;
 use crate::telemetry;
 use metrics::SharedString;
@@ -45,6 +46,8 @@ pub(crate) struct RedisStore {
     scripts: Arc<Cache>,
     /// The target with any password removed, for logs and errors.
     display: String,
+    /// How client keys appear in key names.
+    at_rest: AtRest,
 }
 
 enum Conn {
@@ -97,7 +100,19 @@ impl RedisStore {
             metrics: telemetry::BackendMetrics::default(),
             scripts: Arc::default(),
             display,
+            at_rest: AtRest::digest(DEFAULT_KEY_SECRET),
         }
+    }
+
+    /// Stores client keys `at_rest` (a keyed digest by default).
+    pub(crate) fn with_keys(mut self, at_rest: AtRest) -> RedisStore {
+        self.at_rest = at_rest;
+        self
+    }
+
+    /// How client keys appear in key names.
+    pub(crate) fn at_rest(&self) -> &AtRest {
+        &self.at_rest
     }
 
     fn manager(
