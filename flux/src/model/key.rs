@@ -375,6 +375,30 @@ mod tests {
         assert_eq!(Key::new("123456789").slot(), 0x31c3 % SLOTS);
     }
 
+    proptest::proptest! {
+        /// Whatever bytes a request carries: no panic, one hash tag in the bucket name, short
+        /// and printable, and two different inputs never share a bucket, in clear or at rest.
+        #[test]
+        fn request_bytes_never_share_a_bucket(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 0..200),
+        ) {
+            let (ka, kb) = (Key::new(&a), Key::new(&b));
+            let bucket = ka.bucket("flux", "api");
+            proptest::prop_assert_eq!(bucket.matches('{').count(), 1);
+            proptest::prop_assert_eq!(bucket.matches('}').count(), 1);
+            proptest::prop_assert!(ka.as_str().len() <= MAX_PLAIN_KEY_LEN);
+            proptest::prop_assert!(ka.as_str().bytes().all(|c| (0x20..0x7f).contains(&c)));
+            let at_rest = AtRest::digest(b"a secret of sixteen bytes");
+            let (sa, sb) = (at_rest.apply(ka.clone()), at_rest.apply(kb.clone()));
+            proptest::prop_assert!(is_digest(sa.as_str()));
+            if a != b {
+                proptest::prop_assert_ne!(ka, kb);
+                proptest::prop_assert_ne!(sa, sb);
+            }
+        }
+    }
+
     #[test]
     fn keys_at_rest_are_keyed_digests() {
         let ip = Key::new("203.0.113.9");
