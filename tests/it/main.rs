@@ -29,6 +29,7 @@
 mod support;
 
 mod batch_script;
+mod behind_nginx;
 mod concurrency;
 mod concurrency_limit;
 mod deny_cache;
