@@ -67,14 +67,13 @@ struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx with `deploy/nginx.conf`, its three upstreams rewritten to `upstreams`,
+    /// Starts `binary` with `deploy/nginx.conf`, its three upstreams rewritten to `upstreams`,
     /// listening on a free loopback port, and waits until it accepts connections.
-    fn start(upstreams: &[SocketAddr; 3]) -> Nginx {
-        let binary = nginx_binary();
+    fn start(binary: &Path, upstreams: &[SocketAddr; 3]) -> Nginx {
         let mut last_error = String::new();
         // The free port may be taken between picking it and nginx binding it: try again.
         for _ in 0..3 {
-            match Nginx::try_start(&binary, upstreams) {
+            match Nginx::try_start(binary, upstreams) {
                 Ok(nginx) => return nginx,
                 Err(error) => last_error = error,
             }
@@ -260,6 +259,8 @@ struct Site {
 
 impl Site {
     async fn start() -> Site {
+        // First, so that a missing nginx fails before anything was started.
+        let nginx_binary = nginx_binary();
         let redis = RedisServer::start();
         let url = redis.url();
         let exempt = format!("{FORGED_EXEMPT},{REAL_EXEMPT}");
@@ -282,7 +283,7 @@ impl Site {
             instances[1].addr(),
             instances[2].addr(),
         ];
-        let nginx = Nginx::start(&upstreams);
+        let nginx = Nginx::start(&nginx_binary, &upstreams);
         Site {
             nginx,
             instances,
