@@ -111,6 +111,9 @@ pub enum ConfigOption {
     FailurePolicy,
     /// [`Builder::trusted_proxies`](crate::Builder::trusted_proxies).
     TrustedProxies,
+    /// [`Builder::client_ip_header`](crate::Builder::client_ip_header): the one forwarding
+    /// header believed from a trusted proxy.
+    ClientIpHeader,
     /// [`Builder::exempt_ips`](crate::Builder::exempt_ips).
     ExemptIps,
     /// [`Builder::deny_cache`](crate::Builder::deny_cache).
@@ -138,6 +141,7 @@ impl ConfigOption {
             ConfigOption::Deadline => Some("FLUX_DEADLINE_MS"),
             ConfigOption::FailurePolicy => Some("FLUX_FAILURE_POLICY"),
             ConfigOption::TrustedProxies => Some("FLUX_TRUSTED_PROXIES"),
+            ConfigOption::ClientIpHeader => Some("FLUX_CLIENT_IP_HEADER"),
             ConfigOption::ExemptIps => Some("FLUX_EXEMPT_IPS"),
             ConfigOption::DenyCache => Some("FLUX_DENY_CACHE"),
             ConfigOption::Shadow => Some("FLUX_SHADOW"),

@@ -143,9 +143,11 @@ pub mod decision {
     pub use crate::model::decision::{Decision, RateLimited, Source};
 }
 
-/// Configuring a limiter: [`Builder`], the circuit breaker's settings, the failure policy.
+/// Configuring a limiter: [`Builder`], the circuit breaker's settings, the failure policy, the
+/// header believed from trusted proxies.
 pub mod config {
     pub use crate::limiter::{Builder, DEFAULT_DEADLINE};
+    pub use crate::model::client::ClientIpHeader;
     pub use crate::outage::breaker::BreakerConfig;
     pub use crate::outage::policy::FailurePolicy;
 }

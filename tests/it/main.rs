@@ -30,6 +30,7 @@ mod support;
 
 mod at_rest;
 mod batch_script;
+mod behind_nginx;
 mod concurrency;
 mod concurrency_limit;
 mod deny_cache;

@@ -117,6 +117,24 @@ impl Conn {
         })
     }
 
+    /// [`Conn::open`] from the local address `source` (on Linux any 127.x.y.z is this
+    /// machine), so that one test can be several clients.
+    pub(crate) async fn open_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+    ) -> std::io::Result<Conn> {
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream: AsyncBufReader::new(stream),
+        })
+    }
+
     /// `GET path` with extra header lines (raw bytes, so tests can send anything).
     pub(crate) async fn get(
         &mut self,

@@ -7,7 +7,7 @@ use super::{Flux, Inner};
 use crate::error::{ConfigOption, Error};
 use crate::hot::deny_cache::DenyCache;
 use crate::hot::lease::Leases;
-use crate::model::client::{IpSet, TrustedProxies};
+use crate::model::client::{ClientIpHeader, IpSet, TrustedProxies};
 use crate::model::clock::{Clock, MonotonicClock};
 use crate::model::decision::Decision;
 use crate::model::key::{AtRest, DEFAULT_KEY_SECRET};
@@ -54,6 +54,7 @@ pub struct Builder {
     policy: FailurePolicy,
     breaker: BreakerConfig,
     proxies: Vec<String>,
+    client_ip_header: ClientIpHeader,
     exempt_ips: Vec<String>,
     shadow: bool,
     deny: Option<DenyResponse>,
@@ -78,6 +79,7 @@ impl Default for Builder {
             policy: FailurePolicy::Open,
             breaker: BreakerConfig::default(),
             proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::default(),
             exempt_ips: Vec::new(),
             shadow: false,
             deny: None,
@@ -102,6 +104,7 @@ impl Builder {
     /// | `FLUX_DEADLINE_MS` | deadline of each Redis call, in ms | `50` |
     /// | `FLUX_FAILURE_POLICY` | `open`, `closed` or `local` | `open` |
     /// | `FLUX_TRUSTED_PROXIES` | comma-separated IPs/CIDRs whose forwarding headers count | none |
+    /// | `FLUX_CLIENT_IP_HEADER` | the one header believed from them: `x-forwarded-for`, `forwarded` or `x-real-ip` | `x-forwarded-for` |
     /// | `FLUX_DENY_CACHE` | `off` disables the per-instance cache of Redis' denials | `on` |
     /// | `FLUX_SHADOW` | `on`: every limit decides and counts but never denies | `off` |
     /// | `FLUX_EXEMPT_IPS` | comma-separated IPs/CIDRs whose requests skip every limit | none |
@@ -153,6 +156,9 @@ impl Builder {
         }
         if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
             builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
+        }
+        if let Some(header) = var("FLUX_CLIENT_IP_HEADER") {
+            builder = builder.client_ip_header(header.parse()?);
         }
         // Taken as it is (spaces and all): a secret is bytes, not a word to tidy.
         if let Some(secret) = var("FLUX_KEY_SECRET") {
@@ -210,14 +216,38 @@ impl Builder {
         self
     }
 
-    /// Proxies (IP addresses or CIDR networks) whose `Forwarded` / `X-Forwarded-For` headers
-    /// are believed by `key = "ip"`. The client is the rightmost address not in this list.
+    /// Proxies (IP addresses or CIDR networks) whose forwarding header (the one
+    /// [`Builder::client_ip_header`] names, `X-Forwarded-For` by default) is believed by
+    /// `key = "ip"` and [`Builder::exempt_ips`]. The client is the rightmost address of that
+    /// header not in this list.
     pub fn trusted_proxies<I, S>(mut self, proxies: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
         self.proxies = proxies.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The one header believed from a [trusted proxy](Builder::trusted_proxies) (default
+    /// [`ClientIpHeader::XForwardedFor`], what the shipped nginx configurations set); the
+    /// other forwarding headers are never read. Configure the proxy to overwrite (or append
+    /// to) this header and to clear the others: a header it passes through untouched is the
+    /// client's to write.
+    ///
+    /// ```
+    /// use flux::Flux;
+    /// use flux::config::ClientIpHeader;
+    ///
+    /// // Behind a proxy that sets `X-Real-IP: $remote_addr` and clears the others.
+    /// let flux = Flux::builder()
+    ///     .trusted_proxies(["10.0.0.0/8"])
+    ///     .client_ip_header(ClientIpHeader::XRealIp)
+    ///     .build()?;
+    /// # Ok::<(), flux::Error>(())
+    /// ```
+    pub fn client_ip_header(mut self, header: ClientIpHeader) -> Self {
+        self.client_ip_header = header;
         self
     }
 
@@ -322,7 +352,7 @@ impl Builder {
             ));
         }
         let at_rest = self.at_rest()?;
-        let proxies = TrustedProxies::parse(&self.proxies)?;
+        let proxies = TrustedProxies::parse(&self.proxies)?.reading(self.client_ip_header);
         let exempt_ips = IpSet::parse(&self.exempt_ips, "exempt address", ConfigOption::ExemptIps)?;
         let clock = self
             .clock
@@ -490,6 +520,11 @@ mod tests {
                 ConfigOption::TrustedProxies,
             ),
             ("FLUX_EXEMPT_IPS", "office", ConfigOption::ExemptIps),
+            (
+                "FLUX_CLIENT_IP_HEADER",
+                "x-client-ip",
+                ConfigOption::ClientIpHeader,
+            ),
             ("FLUX_KEY_PREFIX", "a{b}", ConfigOption::KeyPrefix),
             ("FLUX_REDIS_URL", "http://localhost", ConfigOption::RedisUrl),
         ] {
