@@ -180,12 +180,15 @@ impl AtRest {
                 let mut mac = (**mac).clone();
                 mac.update(key.as_str().as_bytes());
                 let hash = mac.finalize().into_bytes();
-                let mut out = String::with_capacity(AT_REST_LEN);
-                for byte in &hash[..AT_REST_LEN / 2] {
-                    // Writing to a String cannot fail.
-                    let _ = write!(out, "{byte:02x}");
+                // Hex by table: `write!` per byte would cost more than the hash.
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut out = [0u8; AT_REST_LEN];
+                for (pair, byte) in out.chunks_exact_mut(2).zip(&hash[..AT_REST_LEN / 2]) {
+                    pair[0] = HEX[usize::from(byte >> 4)];
+                    pair[1] = HEX[usize::from(byte & 0xf)];
                 }
-                Key(out.into())
+                // Hex digits are ASCII.
+                Key(String::from_utf8_lossy(&out).into())
             }
         }
     }
