@@ -10,6 +10,9 @@
 //!
 //! A check pays one atomic load per limit for this (the limit remembers which limiter
 //! registered it); the write to Redis happens in the overrides' background task.
+//!
+//! Bounded: names built at run time past [`MAX_LIMIT_NAMES`](crate::limit::MAX_LIMIT_NAMES)
+//! are not registered.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +24,7 @@ use flux_core::Rate;
 
 use super::{Setting, Stored};
 use crate::model::limit::Limit;
+use crate::telemetry;
 
 /// Identities of limiters, so a limit knows whether this one registered it already.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -58,6 +62,10 @@ impl Registry {
     }
 
     fn add(&self, limit: &Limit) {
+        if !telemetry::name_admitted(limit.name_cow()) {
+            // Past the cap on names built at run time: enforced, not listed.
+            return;
+        }
         let declared = (limit.rate(), limit.burst(), limit.cost());
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         if known.get(limit.name()) != Some(&declared) {
