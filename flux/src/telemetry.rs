@@ -16,6 +16,9 @@
 //!
 //! No label takes a client key: the cardinality is bounded by the number of limits, and the
 //! `limit` label by [`MAX_LIMIT_NAMES`] names built at run time (`names`: past it, `_other`).
+//!
+//! Log lines a client's requests can trigger go through `throttle`: at most one WARN per
+//! limit per interval.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -26,8 +29,10 @@ use metrics::{Counter, Gauge, Histogram, SharedString, counter, gauge, histogram
 use crate::error::{BackendErrorKind, Error};
 
 mod names;
+mod throttle;
 pub use names::MAX_LIMIT_NAMES;
-pub(crate) use names::admitted as name_admitted;
+pub(crate) use names::{admitted as name_admitted, shown as shown_name};
+pub(crate) use throttle::{Throttled, WARN_EVERY, warn_throttled};
 
 /// `flux_decisions_total`: decisions, per limit.
 pub(crate) const DECISIONS: &str = "flux_decisions_total";

@@ -103,6 +103,12 @@ pub(crate) fn admitted(name: &Cow<'static, str>) -> bool {
     NAMES.admits(name)
 }
 
+/// The name the limit named `name` is shown as: its own, or [`OTHER`].
+#[allow(clippy::ptr_arg)] // the Cow tells a 'static name from a runtime one
+pub(crate) fn shown<'a>(name: &'a Cow<'static, str>) -> &'a str {
+    if admitted(name) { name } else { OTHER }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
