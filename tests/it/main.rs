@@ -32,6 +32,7 @@ mod batch_script;
 mod concurrency;
 mod concurrency_limit;
 mod deny_cache;
+mod expiry;
 mod failure_policy;
 mod harness;
 mod hostile_input;
