@@ -216,4 +216,11 @@ async fn errors_name_their_cause_and_exit_non_zero() {
     // --force sets an override for a limit no instance registered yet.
     ok(&url, &["override", "set", "later", "1/s", "--force"]);
     assert!(ok(&url, &["limits"]).contains("later\t*\t?\t?\t?\t1/s burst=1\n"));
+    // With no instance running, the overrides still expire: 7 days after this set.
+    let pttl: u64 = redis
+        .cli(&["PTTL", "flux:overrides"])
+        .parse()
+        .expect("a time to live, not -1");
+    let week = 7 * 24 * 3600 * 1000;
+    assert!(pttl > week - 60_000 && pttl <= week, "{pttl}");
 }

@@ -3,7 +3,9 @@
 //! counters, the breaker gauge and the health report, then clears.
 //!
 //! One Prometheus recorder serves the whole test binary (the `metrics` facade has one global
-//! recorder), so each test uses limit names of its own and reads only its own series.
+//! recorder), so each test uses limit names of its own and reads only its own series. One
+//! test fills the process' cap on limit names built at run time
+//! (`flux::limit::MAX_LIMIT_NAMES`): every other test here names its limits in the code.
 
 mod support;
 
@@ -350,4 +352,79 @@ async fn an_outage_shows_in_counters_gauge_and_health_then_clears() {
     assert_eq!(sum(&m, "flux_breaker_open", &[("circuit", "redis")]), 0.0);
     let health = conn.get("/healthz", &[]).await.expect("health");
     assert_eq!(health.status, 200, "{}", health.body);
+}
+
+/// 10,000 distinct limit names built at run time (as `limit = EXPR` or a per-tenant
+/// `Limit::named(format!(..))` make them): each is still limited on its own, but only the
+/// first `MAX_LIMIT_NAMES` are registered in Redis and shown in the `limit` label; the rest
+/// are counted under `limit="_other"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_limit_names_are_capped_and_each_still_limited() {
+    use flux::limit::MAX_LIMIT_NAMES;
+    use flux::{Limit, Rate};
+
+    const NAMES: usize = 10_000;
+    const TASKS: usize = 16;
+    let redis = RedisServer::start();
+    let flux = redis.flux("ops-names");
+    let handle = prometheus();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let flux = flux.clone();
+        tasks.spawn(async move {
+            let mut wrong = Vec::new();
+            for n in (t..NAMES).step_by(TASKS) {
+                let limit = Limit::named(format!("ops-tenant-{n}"), Rate::per_minute::<1>());
+                let first = flux.check("k", &limit).await;
+                let second = flux.check("k", &limit).await;
+                if !first.allowed || second.allowed {
+                    wrong.push(n);
+                }
+            }
+            wrong
+        });
+    }
+    while let Some(wrong) = tasks.join_next().await {
+        let wrong = wrong.expect("task");
+        assert!(wrong.is_empty(), "not limited on its own: {wrong:?}");
+    }
+
+    // The registry in Redis: the first MAX_LIMIT_NAMES names, no more.
+    let hlen = || -> usize {
+        redis
+            .cli(&["HLEN", "ops-names:limits"])
+            .parse()
+            .expect("HLEN is a number")
+    };
+    let start = Instant::now();
+    while hlen() < MAX_LIMIT_NAMES {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{} registered",
+            hlen()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(hlen(), MAX_LIMIT_NAMES);
+
+    // The `limit` label: as many names, and `_other` for all the others.
+    let metrics = parse_metrics(&handle.render());
+    let shown: std::collections::BTreeSet<&str> = metrics
+        .iter()
+        .filter(|((name, _), _)| name == "flux_decisions_total")
+        .filter_map(|((_, labels), _)| labels.get("limit"))
+        .map(String::as_str)
+        .filter(|l| l.starts_with("ops-tenant-"))
+        .collect();
+    assert_eq!(shown.len(), MAX_LIMIT_NAMES);
+    let others = (NAMES - MAX_LIMIT_NAMES) as f64;
+    assert_eq!(decisions(&metrics, "_other", "allowed"), others);
+    assert_eq!(decisions(&metrics, "_other", "denied"), others);
+    println!(
+        "{NAMES} runtime names: {} registered, {} label values, {others} checks of each outcome \
+         counted as _other",
+        hlen(),
+        shown.len()
+    );
 }

@@ -1,4 +1,5 @@
-//! An outage is logged once and the recovery once, not once per request. Its own test binary:
+//! An outage is logged once and the recovery once, not once per request; a flood of requests
+//! that no bucket can admit is one WARN per limit per 10 s, not one per request. Its own test binary:
 //! tracing caches per-callsite interest process-wide, so a capturing subscriber must not share
 //! the process with tests that log nowhere.
 
@@ -130,4 +131,70 @@ fn each_denial_is_one_debug_event_with_a_digest_of_the_key() {
     };
     assert_eq!(digest(denials[0]), digest(denials[1]));
     assert_eq!(digest(denials[0]).map(|d| d.len()), Some(12));
+}
+
+#[derive(serde::Deserialize)]
+struct Items {
+    items: u64,
+}
+
+/// 10 tokens a minute; each request takes `?items=N` of them.
+#[flux::rate_limit(rate = "10/min", key = "global", cost = q.items, name = "flood-items")]
+async fn items(axum::extract::Query(q): axum::extract::Query<Items>) -> &'static str {
+    let _ = q.items;
+    "ok\n"
+}
+
+/// Status of `GET /items?items=N` on `app`.
+async fn get_items(app: &axum::Router, n: u64) -> u16 {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(format!("/items?items={n}"))
+        .body(axum::body::Body::empty())
+        .expect("a request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    response.status().as_u16()
+}
+
+#[test]
+fn a_flood_of_unadmissible_costs_is_one_warn_per_interval_with_a_count() {
+    const FLOOD: u64 = 10_000;
+    let log = logged(tracing::Level::DEBUG, || async {
+        let flux = Flux::builder().build().expect("valid configuration");
+        let app = axum::Router::new()
+            .route("/items", axum::routing::get(items))
+            .layer(axum::Extension(flux));
+        // Costs the client chose, each above the burst of 10: none can ever be admitted.
+        for n in 0..FLOOD {
+            assert_eq!(get_items(&app, 11 + n).await, 429);
+        }
+        // One interval later, the next one is logged with the count of those held back.
+        tokio::time::sleep(Duration::from_millis(10_200)).await;
+        assert_eq!(get_items(&app, 12).await, 429);
+        assert_eq!(get_items(&app, 1).await, 200);
+    });
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    let warns: Vec<&str> = refused
+        .iter()
+        .copied()
+        .filter(|l| l.contains("WARN"))
+        .collect();
+    assert_eq!(
+        warns.len(),
+        2,
+        "one WARN, then one after 10 s: {:?}",
+        &warns[..warns.len().min(5)]
+    );
+    assert!(warns[0].contains("suppressed=0"), "{}", warns[0]);
+    assert!(
+        warns[1].contains(&format!("suppressed={}", FLOOD - 1)),
+        "{}",
+        warns[1]
+    );
+    assert!(warns.iter().all(|l| l.contains("flood-items")), "{warns:?}");
+    // The others are DEBUG events: still there for whoever asks for them.
+    let debug = refused.iter().filter(|l| l.contains("DEBUG")).count();
+    assert_eq!(debug as u64, FLOOD - 1);
 }

@@ -124,10 +124,11 @@ pub use crate::outage::policy::FailurePolicy;
 pub use flux_core::Rate;
 pub use flux_macros::{concurrency_limit, rate_limit};
 
-/// Limits: [`Limit`] and [`Rate`], their errors, and leasing.
+/// Limits: [`Limit`] and [`Rate`], their errors, leasing, and the cap on names built at run time.
 pub mod limit {
     pub use crate::hot::lease::TOKEN_LEASE_LIFETIME;
     pub use crate::model::limit::Limit;
+    pub use crate::telemetry::MAX_LIMIT_NAMES;
     pub use flux_core::{LimitError, Rate, RateError};
 }
 

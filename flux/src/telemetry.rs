@@ -14,7 +14,11 @@
 //! | `flux_concurrency_in_flight` | gauge | `limit` |
 //! | `flux_fleet_instances` | gauge | none |
 //!
-//! No label takes a client key: the cardinality is bounded by the number of limits.
+//! No label takes a client key: the cardinality is bounded by the number of limits, and the
+//! `limit` label by [`MAX_LIMIT_NAMES`] names built at run time (`names`: past it, `_other`).
+//!
+//! Log lines a client's requests can trigger go through `throttle`: at most one WARN per
+//! limit per interval.
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
@@ -23,6 +27,12 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, SharedString, counter, gauge, histogram};
 
 use crate::error::{BackendErrorKind, Error};
+
+mod names;
+mod throttle;
+pub use names::MAX_LIMIT_NAMES;
+pub(crate) use names::{admitted as name_admitted, shown as shown_name};
+pub(crate) use throttle::{Throttled, WARN_EVERY, warn_throttled};
 
 /// `flux_decisions_total`: decisions, per limit.
 pub(crate) const DECISIONS: &str = "flux_decisions_total";
@@ -143,11 +153,13 @@ impl SlotMetrics {
     }
 }
 
-/// A limit's name as a label value, without a copy for names built in `const` context.
+/// A limit's name as a label value, without a copy for names built in `const` context;
+/// `_other` for a name built at run time past [`MAX_LIMIT_NAMES`].
 #[allow(clippy::ptr_arg)] // the Cow tells a borrowed name (no copy) from an owned one
 fn label(name: &Cow<'static, str>) -> SharedString {
     match name {
         Cow::Borrowed(name) => SharedString::const_str(name),
+        Cow::Owned(_) if !name_admitted(name) => SharedString::const_str(names::OTHER),
         Cow::Owned(name) => SharedString::from_owned(name.clone()),
     }
 }

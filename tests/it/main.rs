@@ -34,6 +34,7 @@ mod behind_nginx;
 mod concurrency;
 mod concurrency_limit;
 mod deny_cache;
+mod expiry;
 mod failure_policy;
 mod harness;
 mod hostile_input;

@@ -33,7 +33,7 @@ use crate::model::decision::Source;
 use crate::model::key::{Key, ToKey};
 use crate::outage::policy::FailurePolicy;
 use crate::store::SlotOp;
-use crate::telemetry::{Outcome, SlotMetrics};
+use crate::telemetry::{Outcome, SlotMetrics, Throttled, WARN_EVERY, shown_name, warn_throttled};
 
 /// The `Retry-After` of a request refused by a concurrency limit: when a slot frees is not
 /// known (it is when another request ends), so clients are told to try again shortly.
@@ -441,7 +441,15 @@ impl Flux {
         in_flight.increment(1.0);
         let lease = limit.lease();
         let renewal = tokio::runtime::Handle::try_current().ok().map(|runtime| {
-            runtime.spawn(renew(self.clone(), Arc::clone(&storage), id, lease, remote))
+            let name = limit.name_cow().clone();
+            runtime.spawn(renew(
+                self.clone(),
+                Arc::clone(&storage),
+                id,
+                lease,
+                remote,
+                name,
+            ))
         });
         Slot {
             held: Some(Held {
@@ -458,9 +466,18 @@ impl Flux {
 }
 
 /// Renews a held slot's lease every third of it until the guard aborts this task. A slot
-/// that lapsed anyway (the store unreachable for a whole lease) is logged once and not taken
-/// again: another request may hold it by now.
-async fn renew(flux: Flux, storage: Arc<str>, id: u64, lease: Duration, remote: bool) {
+/// that lapsed anyway (the store unreachable for a whole lease) is not taken again: another
+/// request may hold it by now. That is logged at WARN once per limit per [`WARN_EVERY`]
+/// (every slot held through an outage lapses: as many as the clients sent requests).
+async fn renew(
+    flux: Flux,
+    storage: Arc<str>,
+    id: u64,
+    lease: Duration,
+    remote: bool,
+    limit: Cow<'static, str>,
+) {
+    static LAPSED: Throttled = Throttled::new(WARN_EVERY);
     let mut ticks = tokio::time::interval(lease / 3);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -478,8 +495,11 @@ async fn renew(flux: Flux, storage: Arc<str>, id: u64, lease: Duration, remote: 
                 .0
         };
         if !held {
-            tracing::warn!(
-                target: "flux",
+            let limit = shown_name(&limit);
+            warn_throttled!(
+                LAPSED,
+                limit,
+                limit,
                 "a concurrency slot's lease ran out while its request was still running \
                  (the store was unreachable for longer than the lease): the request goes on \
                  without its slot"

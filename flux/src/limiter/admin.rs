@@ -198,13 +198,16 @@ impl Flux {
     }
 
     /// The limits the instances registered (as they declared them, without overrides),
-    /// sorted by name. Redis backend only.
+    /// sorted by name; those no running instance wrote for a day are left out. Redis backend
+    /// only.
     pub async fn registered_limits(&self) -> Result<Vec<Limit>, Error> {
         let key = overrides::redis::limits_key(&self.inner.prefix);
         let mut list = Vec::new();
+        let now = registry::now_millis();
         for (name, value) in self.redis()?.hash(&key).await? {
-            match registry::parse(&name, &value) {
-                Ok(limit) => list.push(limit),
+            match registry::parse(&name, &value, now) {
+                Ok(Some(limit)) => list.push(limit),
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(target: "flux", "malformed entry {name:?} in {key} ignored: {e}")
                 }

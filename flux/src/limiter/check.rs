@@ -17,7 +17,7 @@ use crate::outage::breaker::Pass;
 use crate::outage::fleet;
 use crate::outage::policy::FailurePolicy;
 use crate::overrides::Applied;
-use crate::telemetry::Outcome;
+use crate::telemetry::{Outcome, Throttled, WARN_EVERY, shown_name, warn_throttled};
 use crate::{Error, Flux};
 
 impl Flux {
@@ -98,9 +98,11 @@ impl Flux {
 
     /// The refusal of a request whose computed cost no bucket can admit, as the check's
     /// decision: counted (`denied`, or `shadow_denied` in shadow mode, with source `none`)
-    /// and logged at WARN (a client sending such requests misuses the API, or the cost
-    /// expression is wrong).
+    /// and logged at WARN once per limit per [`WARN_EVERY`] with the count of those held
+    /// back, the others at DEBUG (a client sending such requests misuses the API, or the
+    /// cost expression is wrong; either way the client must not choose how much is logged).
     pub(crate) fn refuse(&self, unadmissible: &Unadmissible, shadow: bool) -> Decision {
+        static REFUSED: Throttled = Throttled::new(WARN_EVERY);
         let limit = unadmissible.limit();
         let outcome = if shadow {
             Outcome::ShadowDenied
@@ -108,7 +110,15 @@ impl Flux {
             Outcome::Denied
         };
         self.count(std::slice::from_ref(limit), outcome, Source::Unadmissible);
-        tracing::warn!(target: "flux", limit = limit.name(), shadow, "request refused: {}", unadmissible.reason());
+        let name = shown_name(limit.name_cow());
+        warn_throttled!(
+            REFUSED,
+            name,
+            limit = name,
+            shadow,
+            "request refused: {}",
+            unadmissible.reason()
+        );
         let mut decision = Decision::unchecked(shadow, Source::Unadmissible);
         decision.shadow_denied = shadow;
         decision.capacity = limit.burst();

@@ -4,8 +4,8 @@
 //! A computed cost is any primitive integer. It is checked, never cast: zero, a negative
 //! value, or one above the limit's burst (a `usize` of 2^40 included) can never be admitted,
 //! so the request is refused with a reason (a 429 whose body names the cost and the burst,
-//! and a WARN log line: the limiter's and the HTTP flow's business) without asking any
-//! backend, instead of waiting forever or wrapping.
+//! and a log line, WARN at most once per limit per interval: the limiter's and the HTTP
+//! flow's business) without asking any backend, instead of waiting forever or wrapping.
 
 use std::borrow::{Borrow, Cow};
 use std::fmt::Display;

@@ -1,11 +1,11 @@
 //! The overrides' Redis side: the overrides hash and its channel, the registry's hash, and
 //! the background task that keeps an instance current.
 //!
-//! | Redis name | type | content |
-//! |---|---|---|
-//! | `<prefix>:overrides` | hash | field `NAME` or `NAME@KEY`, value `RATE [burst=N] [until=UNIX_MS]` or `off [until=..]` |
-//! | `<prefix>:overrides` | pub/sub channel | any message: "read the hash again" |
-//! | `<prefix>:limits` | hash | field `NAME`, value `RATE burst=N cost=N` |
+//! | Redis name | type | content | expiry |
+//! |---|---|---|---|
+//! | `<prefix>:overrides` | hash | field `NAME` or `NAME@KEY`, value `RATE [burst=N] [until=UNIX_MS]` or `off [until=..]` | 7 days ([`OVERRIDES_RETENTION`]) after the last set or the last running instance |
+//! | `<prefix>:overrides` | pub/sub channel | any message: "read the hash again" | (no key) |
+//! | `<prefix>:limits` | hash | field `NAME`, value `RATE burst=N cost=N seen=UNIX_MS` | a day ([`registry::RETENTION`]) after the last running instance; each field a day after the last instance that wrote it |
 //!
 //! Each is one key, so it lives on one node of a Redis Cluster; a message published on any
 //! node of a cluster reaches the subscribers of every node.
@@ -14,13 +14,19 @@
 //! reads the hash on each message and at least once a second (which also ends expired
 //! overrides, picks up hand-written entries and covers a lost subscription), and writes the
 //! limits the instance registered. Checks never wait for any of it.
+//!
+//! A fleet that is gone leaves nothing behind: every [`REREGISTER`] each instance writes its
+//! registered limits again (stamped `seen=`), renews both hashes' expiry, and deletes the
+//! registry's entries no instance wrote for a day. Once no instance runs, the registry is
+//! gone after a day and the overrides after a week (so an operator's override outlives a
+//! restart of the whole fleet, or a weekend without one).
 
 use std::sync::Weak;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 
-use super::{Override, Overrides, Table};
+use super::{Override, Overrides, Table, registry};
 use crate::error::Error;
 use crate::store::Store;
 use crate::store::redis::{Messages, RedisStore};
@@ -28,8 +34,12 @@ use crate::store::redis::{Messages, RedisStore};
 /// How often the overrides are read again without being told.
 const REREAD: Duration = Duration::from_secs(1);
 
-/// How often every registered limit is written again (Redis may have lost them).
+/// How often every registered limit is written again (Redis may have lost them), the
+/// hashes' expiries renewed and the registry cleaned.
 const REREGISTER: Duration = Duration::from_secs(30);
+
+/// How long the overrides hash outlives the last set and the last running instance.
+pub(crate) const OVERRIDES_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The hash of overrides, also the name of the channel announcing changes.
 pub(crate) fn overrides_key(prefix: &str) -> String {
@@ -44,7 +54,9 @@ pub(crate) fn limits_key(prefix: &str) -> String {
 /// Stores `o` and tells every instance.
 pub(crate) async fn set(redis: &RedisStore, prefix: &str, o: &Override) -> Result<(), Error> {
     let key = overrides_key(prefix);
-    redis.hash_set(&key, &[(o.field(), o.value())]).await?;
+    redis
+        .hash_set(&key, &[(o.field(), o.value())], OVERRIDES_RETENTION)
+        .await?;
     redis.publish(&key, "changed").await
 }
 
@@ -124,12 +136,10 @@ pub(crate) async fn watch(
             }
             let all = registered_all.is_none_or(|at| at.elapsed() >= REREGISTER);
             let entries = overrides.registry.take(all);
-            if !entries.is_empty() {
-                match redis.hash_set(&limits_key(&prefix), &entries).await {
-                    Ok(()) if all => registered_all = Some(Instant::now()),
-                    Ok(()) => {}
-                    Err(_) => overrides.registry.retry(entries),
-                }
+            match register(redis, &prefix, &entries, all).await {
+                Ok(()) if all => registered_all = Some(Instant::now()),
+                Ok(()) => {}
+                Err(_) => overrides.registry.retry(entries),
             }
             overrides.registry.woken()
         };
@@ -139,6 +149,34 @@ pub(crate) async fn watch(
             () = wake.notified() => {}
         }
     }
+}
+
+/// Writes `entries` of the registry, stamped with the time (`seen=`), and renews the
+/// registry's expiry; with `all` (every [`REREGISTER`]) also renews the overrides' expiry and
+/// cleans the registry of entries no running instance wrote for a day.
+async fn register(
+    redis: &RedisStore,
+    prefix: &str,
+    entries: &[(String, String)],
+    all: bool,
+) -> Result<(), Error> {
+    let key = limits_key(prefix);
+    let now = registry::now_millis();
+    if !entries.is_empty() {
+        let stamped: Vec<(String, String)> = entries
+            .iter()
+            .map(|(name, value)| (name.clone(), registry::stamp(value, now)))
+            .collect();
+        redis.hash_set(&key, &stamped, registry::RETENTION).await?;
+    }
+    if all {
+        redis
+            .hash_set(&overrides_key(prefix), &[], OVERRIDES_RETENTION)
+            .await?;
+        let stale = registry::prune(&redis.hash(&key).await?, now);
+        redis.hash_replace(&key, &stale).await?;
+    }
+    Ok(())
 }
 
 /// Waits for the next message: false when the subscription ended.

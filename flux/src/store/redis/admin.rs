@@ -27,6 +27,32 @@ static PEEK_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     )
 });
 
+/// Sets fields of a hash and the hash's time to live, atomically: nothing Flux writes
+/// outlives its writers for good. Sent whole with `EVAL` (off the requests' path, rare: no
+/// script cache to keep).
+///
+/// KEYS[1]: the hash. ARGV[1]: the time to live in ms; then field, value, field, value...
+/// (none: the time to live is renewed only, if the hash exists). Returns 0.
+const HASH_SET_SCRIPT: &str = "\
+    for i = 2, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end\n\
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])\n\
+    return 0";
+
+/// Changes fields of a hash only where they still hold what was read: an entry that
+/// another instance rewrote meanwhile stays as that instance wrote it. Sent whole with
+/// `EVAL`, as [`HASH_SET_SCRIPT`].
+///
+/// KEYS[1]: the hash. ARGV: field, value read, new value ("": delete the field), repeated.
+/// Returns 0.
+const HASH_REPLACE_SCRIPT: &str = "\
+    for i = 1, #ARGV - 2, 3 do\n\
+      if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then\n\
+        if ARGV[i + 2] == '' then redis.call('HDEL', KEYS[1], ARGV[i])\n\
+        else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2]) end\n\
+      end\n\
+    end\n\
+    return 0";
+
 /// A stream of the messages of a subscription: one item per message.
 pub(crate) type Messages = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;
 
@@ -51,16 +77,37 @@ impl RedisStore {
         self.admin(redis::cmd("HGETALL").arg(key)).await
     }
 
-    /// Sets fields of the hash `key`.
+    /// Sets fields of the hash `key` (none: only renews its expiry), which then expires
+    /// `ttl` from now unless written again: every hash Flux writes has an expiry.
     pub(crate) async fn hash_set(
         &self,
         key: &str,
         entries: &[(String, String)],
+        ttl: Duration,
     ) -> Result<(), Error> {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(key);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(HASH_SET_SCRIPT).arg(1).arg(key);
+        cmd.arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
         for (field, value) in entries {
             cmd.arg(field).arg(value);
+        }
+        self.admin::<()>(&cmd).await
+    }
+
+    /// For each `(field, read, new)`: if `field` of the hash `key` still holds `read`, sets
+    /// it to `new`, or deletes it when `new` is `None`. One atomic call.
+    pub(crate) async fn hash_replace(
+        &self,
+        key: &str,
+        changes: &[(String, String, Option<String>)],
+    ) -> Result<(), Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(HASH_REPLACE_SCRIPT).arg(1).arg(key);
+        for (field, read, new) in changes {
+            cmd.arg(field).arg(read).arg(new.as_deref().unwrap_or(""));
         }
         self.admin::<()>(&cmd).await
     }
