@@ -455,8 +455,6 @@ fn member(id: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_crate_carries_the_script_of_lua_folder() {
         // gcra.lua here is a link to lua/gcra.lua (which `cargo package` follows): a checkout

@@ -142,18 +142,18 @@ mod tests {
                 "hunter2",
                 "redis://:***@10.0.0.1:6379/0",
             ),
-            (
-                "rediss://app:p@ss@host/",
-                "p@ss",
-                "rediss://app:***@host/",
-            ),
+            ("rediss://app:p@ss@host/", "p@ss", "rediss://app:***@host/"),
             (
                 "redis://app:p%40ss%2Fw0rd@host:6379",
                 "ss%2Fw0rd",
                 "redis://app:***@host:6379",
             ),
             // The user name alone may be a password that lost its colon.
-            ("redis://hunter2@host:6379", "hunter2", "redis://***@host:6379"),
+            (
+                "redis://hunter2@host:6379",
+                "hunter2",
+                "redis://***@host:6379",
+            ),
             (
                 "redis+unix:///run/redis.sock?pass=hunter2&db=2",
                 "hunter2",
