@@ -47,6 +47,16 @@ use crate::model::limit::Limit;
 /// The longest an override may last when it expires: 365 days.
 /// [`Flux::set_override`](crate::Flux::set_override) refuses an expiry further away (the
 /// `flux` tool a longer `--ttl`), so no arithmetic ever turns a TTL into "for good".
+///
+/// ```
+/// use flux::overrides::{MAX_TTL, Override, Setting};
+/// use std::time::Duration;
+///
+/// assert_eq!(MAX_TTL, Duration::from_secs(365 * 86_400));
+/// // Past the maximum, still an expiry (which `set_override` refuses), never none.
+/// let o = Override::new("api", Setting::Off).expires_in(Duration::MAX);
+/// assert!(o.expires.is_some());
+/// ```
 pub const MAX_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 /// What an [`Override`] puts in force.
