@@ -224,3 +224,160 @@ async fn errors_name_their_cause_and_exit_non_zero() {
     let week = 7 * 24 * 3600 * 1000;
     assert!(pttl > week - 60_000 && pttl <= week, "{pttl}");
 }
+
+/// Runs `flux ARGS` against `url`, which must refuse them as the tool's own error: exit
+/// status 1 and one `flux: ...` message on stderr. Returns that message.
+fn refused(url: &str, args: &[&str]) -> String {
+    let out = Command::new(flux_bin())
+        .args(args)
+        .env_remove("FLUX_REDIS_CLUSTER")
+        .env_remove("FLUX_KEY_PREFIX")
+        .env("FLUX_REDIS_URL", url)
+        .output()
+        .expect("run flux");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "flux {args:?}: {stderr}");
+    assert!(stderr.starts_with("flux: "), "flux {args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "flux {args:?} printed output");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_input_is_refused_and_nothing_is_stored() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    redis.cli(&["HSET", "flux:limits", "api", "10/s burst=10 cost=1"]);
+    redis.cli(&["HSET", "flux:limits", "a@b", "10/s burst=10 cost=1"]);
+    let cases: [(&[&str], &str); 7] = [
+        // Once saturated into an override for good.
+        (
+            &["override", "set", "api", "3/s", "--ttl", "99999999999999d"],
+            "longer than 365d",
+        ),
+        (
+            &["override", "set", "api", "3/s", "--ttl", "366d"],
+            "longer than 365d",
+        ),
+        (
+            &[
+                "override",
+                "set",
+                "api",
+                "off",
+                "--ttl",
+                "18446744073709551616ms",
+            ],
+            "longer than 365d",
+        ),
+        // Stored as `a@b`, it would read back as the override of `a` for the key `b`.
+        (&["override", "set", "a@b", "3/s"], "contains '@'"),
+        (
+            &["override", "set", "x@y", "off", "--force"],
+            "contains '@'",
+        ),
+        (
+            &["override", "set", "a@b", "off", "--key", "k"],
+            "contains '@'",
+        ),
+        // It would remove the override of `a` for the key `b`.
+        (&["override", "clear", "a@b"], "contains '@'"),
+    ];
+    for (args, says) in cases {
+        let stderr = refused(&url, args);
+        assert!(stderr.contains(says), "flux {args:?}: {stderr}");
+    }
+    assert_eq!(redis.cli(&["HLEN", "flux:overrides"]), "0");
+    // The longest TTL there is still sets an override that ends.
+    ok(&url, &["override", "set", "api", "3/s", "--ttl", "365d"]);
+    let until = redis.cli(&["HGET", "flux:overrides", "api"]);
+    let ms: u64 = until
+        .split_once("until=")
+        .and_then(|(_, ms)| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no expiry in {until:?}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    assert!(ms <= now + 365 * 86_400_000 && ms > now, "{until}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_stay_out_of_the_tools_errors() {
+    for (url, secret) in [
+        (
+            "redis+unix:///nonexistent/redis.sock?pass=s3cr3t-pw",
+            "s3cr3t-pw",
+        ),
+        ("redis://:s3cr3t/pw@127.0.0.1:1/", "s3cr3t"),
+        ("redis://app:12/s3cr3t-pw@127.0.0.1:1/0", "s3cr3t-pw"),
+    ] {
+        let stderr = refused(url, &["limits"]);
+        assert!(!stderr.contains(secret), "{url}: {stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_of_an_ipv6_address_meets_its_64() {
+    use flux::{Key, Limit, Rate};
+    static BY_IP: Limit = Limit::new("by-ip", Rate::per_second::<100>());
+    let redis = RedisServer::start();
+    let url = redis.url();
+    redis.cli(&["HSET", "flux:limits", "by-ip", "100/s burst=100 cost=1"]);
+    // Requests of `key = "ip"` key 2001:db8::ffff by its /64, as `Key::from_ip` does.
+    assert_eq!(
+        ok(
+            &url,
+            &[
+                "override",
+                "set",
+                "by-ip",
+                "1/min",
+                "--burst",
+                "1",
+                "--key",
+                "2001:db8::1"
+            ]
+        ),
+        "set by-ip 2001:db8::/64: 1/min burst=1\n"
+    );
+    let flux = redis.flux("flux");
+    flux.sync_overrides().await.expect("overrides read");
+    let neighbour = || Key::from_ip("2001:db8::ffff".parse().expect("an address"));
+    let elsewhere = || Key::from_ip("2001:db8:0:1::1".parse().expect("an address"));
+    assert!(flux.check(neighbour(), &BY_IP).await.allowed);
+    assert!(!flux.check(neighbour(), &BY_IP).await.allowed);
+    assert!(flux.check(elsewhere(), &BY_IP).await.allowed);
+    assert!(flux.check(elsewhere(), &BY_IP).await.allowed);
+
+    let inspected = ok(&url, &["inspect", "by-ip", "2001:db8::abcd"]);
+    assert!(inspected.contains("key: 2001:db8::/64\n"), "{inspected}");
+    assert!(
+        inspected.contains("override: 1/min burst=1\n"),
+        "{inspected}"
+    );
+    assert!(inspected.contains("tokens: 0\n"), "{inspected}");
+
+    // Verbatim, for a header value that reads as an address.
+    assert_eq!(
+        ok(
+            &url,
+            &[
+                "override",
+                "set",
+                "by-ip",
+                "off",
+                "--key",
+                "2001:db8::1",
+                "--raw-key"
+            ]
+        ),
+        "set by-ip 2001:db8::1: off\n"
+    );
+    assert_eq!(
+        ok(
+            &url,
+            &["override", "clear", "by-ip", "--key", "2001:db8::42"]
+        ),
+        "cleared by-ip 2001:db8::/64\n"
+    );
+}

@@ -411,4 +411,57 @@ mod tests {
             Ok(333_334)
         );
     }
+
+    /// Text shaped like a rate: a count, a separator and a period, each drawn from what the
+    /// grammar accepts and what it must refuse (so that most cases get past the first check).
+    fn rate_like() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let count = prop_oneof!["[0-9]{1,11}", "[+-]?[0-9 ]{0,4}", "\\PC{0,3}"];
+        let separator = prop_oneof![
+            Just("/"),
+            Just(" per "),
+            Just(" PER "),
+            Just("//"),
+            Just(" ")
+        ];
+        let amount = prop_oneof!["[0-9]{0,21}", Just(String::new())];
+        let unit = prop_oneof![
+            "(ms|s|sec|second|seconds|m|min|mins|minute|h|hr|hour|hours|d|day|days|msec)",
+            "[a-zA-Z]{0,3}",
+            "\\PC{0,3}",
+        ];
+        (count, separator, amount, " {0,2}", unit, " {0,2}")
+            .prop_map(|(c, s, a, sp, u, tail)| format!("{c}{s}{a}{sp}{u}{tail}"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4_096))]
+
+        #[test]
+        fn any_text_parses_or_is_refused_without_panic(text in "\\PC{0,40}") {
+            if let Ok(rate) = parse(&text) {
+                proptest::prop_assert_eq!(parse(&rate.to_string()), Ok(rate));
+            }
+        }
+
+        #[test]
+        fn a_parsed_rate_round_trips_through_display(text in rate_like()) {
+            if let Ok(rate) = parse(&text) {
+                let shown = rate.to_string();
+                proptest::prop_assert_eq!(parse(&shown), Ok(rate), "{:?} -> {}", text, shown);
+                // Display is canonical: the text it gives is its own display.
+                proptest::prop_assert_eq!(parse(&shown).map(|r| r.to_string()), Ok(shown));
+            }
+        }
+
+        #[test]
+        fn every_valid_rate_round_trips_through_display(
+            count in 1u32..=u32::MAX,
+            period_ms in 1u64..=365 * 86_400_000,
+        ) {
+            if let Some(rate) = Rate::from_parts(count, period_ms * 1_000) {
+                proptest::prop_assert_eq!(parse(&rate.to_string()), Ok(rate));
+            }
+        }
+    }
 }

@@ -97,23 +97,12 @@ impl Flux {
 
     /// Stores `o` in Redis and announces it: every instance applies it within a second.
     /// An override of the same limit (and key) is replaced. Redis backend only: the
-    /// in-memory backend reads its overrides from the `FLUX_OVERRIDES` file.
+    /// in-memory backend reads its overrides from the `FLUX_OVERRIDES` file. Refused
+    /// ([`ConfigOption::Override`]) when the limit's name is empty or contains `@`, or the
+    /// override expires more than [`MAX_TTL`](crate::overrides::MAX_TTL) from now.
     pub async fn set_override(&self, o: &Override) -> Result<(), Error> {
-        if o.key.is_some() && o.limit.contains('@') {
-            return Err(Error::config(
-                ConfigOption::Override,
-                format!(
-                    "limit {:?}: a per-key override needs a limit name without '@'",
-                    o.limit
-                ),
-            ));
-        }
-        if o.limit.is_empty() {
-            return Err(Error::config(
-                ConfigOption::Override,
-                "the limit name is empty",
-            ));
-        }
+        // A name without '@', an expiry within `MAX_TTL` (`ConfigOption::Override`).
+        o.check(std::time::SystemTime::now())?;
         let redis = self.redis()?;
         // Stored under the client's digest, as its buckets are.
         let mut stored = o.clone();
@@ -153,6 +142,8 @@ impl Flux {
     /// `key` is the client key (its digest is what Redis holds), or the digest itself as
     /// [`overrides`](Self::overrides) and `flux limits` list it.
     pub async fn clear_override(&self, limit: &str, key: Option<&str>) -> Result<bool, Error> {
+        // `a@b` would be the field of the override of `a` for the key `b`.
+        overrides::check_name(limit).map_err(|e| Error::config(ConfigOption::Override, e))?;
         let redis = self.redis()?;
         let Some(key) = key else {
             return overrides::redis::clear(redis, &self.inner.prefix, &field(limit, None)).await;

@@ -166,7 +166,7 @@ impl Flux {
     }
 
     /// The backend in words, for startup logs: `in-memory (per process)` or the Redis URL
-    /// without its password.
+    /// without its password (every part of the URL that may hold one reads `***`).
     pub fn describe(&self) -> String {
         self.inner.store.describe()
     }

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Weak;
 use std::time::{Duration, SystemTime};
 
-use super::{Overrides, Table, field};
+use super::{Overrides, Table, check_name, field};
 use crate::model::key::Key;
 
 /// How often the file's modification time is compared.
@@ -109,6 +109,7 @@ fn entry_of(entry: &toml::Value) -> Result<(String, String), String> {
             .ok_or(format!("`{name}` must be a string")),
     };
     let limit = text("limit")?.ok_or("`limit` is missing")?;
+    check_name(&limit)?;
     let rate = text("rate")?.ok_or("`rate` is missing")?;
     let key = text("key")?.map(|k| Key::new(k).as_str().to_owned());
     let mut value = rate;
@@ -149,6 +150,8 @@ mod tests {
                 "brust",
             ),
             ("[limits]\n", "unknown table"),
+            // It would read back as the override of `a` for the client key `b`.
+            ("[[override]]\nlimit = \"a@b\"\nrate = \"3/s\"", "'@'"),
             ("[[override]\n", "TOML"),
         ] {
             let e = parse(text).expect_err(text);

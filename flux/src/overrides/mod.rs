@@ -18,9 +18,11 @@
 //!
 //! The stored form, shared by the Redis hash, the registry of declared limits and the
 //! command-line tool: the field is the limit's name, or `NAME@KEY` for one client key
-//! (split at the first `@`, so per-key overrides need a name without `@`); the value is
-//! `off` or a rate, optionally followed by `burst=N` and `until=UNIX_MS` (the expiry,
-//! in milliseconds since the Unix epoch), e.g. `3/s burst=3 until=1767225600000`.
+//! (split at the first `@`, so a limit whose name has `@` cannot be overridden: its field
+//! would read back as another limit's per-key override); the value is `off` or a rate,
+//! optionally followed by `burst=N` and `until=UNIX_MS` (the expiry, in milliseconds since
+//! the Unix epoch, at most [`MAX_TTL`] after it was set), e.g. `3/s burst=3
+//! until=1767225600000`. Any other `word=` in a value makes it malformed.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -36,10 +38,26 @@ mod file;
 pub(crate) mod redis;
 pub(crate) mod registry;
 
+use crate::error::{ConfigOption, Error};
 use crate::store::Store;
 
 use crate::model::key::{Key, ToKey};
 use crate::model::limit::Limit;
+
+/// The longest an override may last when it expires: 365 days.
+/// [`Flux::set_override`](crate::Flux::set_override) refuses an expiry further away (the
+/// `flux` tool a longer `--ttl`), so no arithmetic ever turns a TTL into "for good".
+///
+/// ```
+/// use flux::overrides::{MAX_TTL, Override, Setting};
+/// use std::time::Duration;
+///
+/// assert_eq!(MAX_TTL, Duration::from_secs(365 * 86_400));
+/// // Past the maximum, still an expiry (which `set_override` refuses), never none.
+/// let o = Override::new("api", Setting::Off).expires_in(Duration::MAX);
+/// assert!(o.expires.is_some());
+/// ```
+pub const MAX_TTL: Duration = Duration::from_secs(365 * 86_400);
 
 /// What an [`Override`] puts in force.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +127,9 @@ pub struct Override {
 
 impl Override {
     /// An override of the limit named `limit`, for every client, without expiry.
+    ///
+    /// A name containing `@` cannot be overridden (the stored field `NAME@KEY` is split at
+    /// its first `@`): [`Flux::set_override`](crate::Flux::set_override) refuses it.
     pub fn new(limit: impl Into<String>, setting: Setting) -> Override {
         Override {
             limit: limit.into(),
@@ -125,9 +146,39 @@ impl Override {
     }
 
     /// This override, ending `ttl` from now (on this machine's clock).
+    /// [`Flux::set_override`](crate::Flux::set_override) refuses a `ttl` longer than
+    /// [`MAX_TTL`].
     pub fn expires_in(mut self, ttl: Duration) -> Override {
-        self.expires = SystemTime::now().checked_add(ttl);
+        let now = SystemTime::now();
+        // Past the maximum, still an expiry (one that `check` refuses), never none: an
+        // override without expiry lasts for good.
+        let ttl = ttl.min(MAX_TTL.saturating_mul(2));
+        self.expires = Some(now.checked_add(ttl).unwrap_or(now));
         self
+    }
+
+    /// Whether this override can be stored as it is, at `now`: a limit name without `@`,
+    /// a non-empty key, an expiry at most [`MAX_TTL`] away.
+    pub(crate) fn check(&self, now: SystemTime) -> Result<(), Error> {
+        let refuse = |reason: String| Error::config(ConfigOption::Override, reason);
+        check_name(&self.limit).map_err(refuse)?;
+        if self.key.as_deref() == Some("") {
+            return Err(refuse(format!(
+                "limit {:?}: the client key is empty",
+                self.limit
+            )));
+        }
+        if let Some(at) = self.expires
+            && at.duration_since(now).is_ok_and(|ttl| ttl > MAX_TTL)
+        {
+            return Err(refuse(format!(
+                "limit {:?}: the override expires more than {} days from now (the most \
+                 an override may last; without an expiry it lasts until cleared)",
+                self.limit,
+                MAX_TTL.as_secs() / 86_400
+            )));
+        }
+        Ok(())
     }
 
     /// The stored field: `NAME`, or `NAME@KEY`.
@@ -165,6 +216,22 @@ impl Override {
     }
 }
 
+/// Whether `limit` names a limit an override can be stored for: not empty, no `@` (the
+/// field `NAME@KEY` is split at the first `@`, so `a@b` would read back as the override
+/// of the limit `a` for the client key `b`).
+pub(crate) fn check_name(limit: &str) -> Result<(), String> {
+    if limit.is_empty() {
+        return Err("the limit name is empty".to_owned());
+    }
+    if limit.contains('@') {
+        return Err(format!(
+            "limit {limit:?}: a limit whose name contains '@' cannot be overridden (overrides \
+             are stored as NAME@KEY, split at the first '@')"
+        ));
+    }
+    Ok(())
+}
+
 /// The stored field of an override of `limit` (for `key` only, if given).
 pub(crate) fn field(limit: &str, key: Option<&str>) -> String {
     match key {
@@ -192,20 +259,36 @@ impl Stored {
         let mut rate = Vec::new();
         let (mut burst, mut cost, mut until) = (None, None, None);
         for word in value.split_whitespace() {
-            let number = |v: &str, what: &str| {
-                v.parse::<u64>()
-                    .map_err(|_| format!("{value:?}: {what}={v:?} is not a whole number"))
-            };
-            if let Some(v) = word.strip_prefix("burst=") {
-                burst = Some(number(v, "burst")?);
-            } else if let Some(v) = word.strip_prefix("cost=") {
-                cost = Some(number(v, "cost")?);
-            } else if let Some(v) = word.strip_prefix("until=") {
-                until = Some(UNIX_EPOCH + Duration::from_millis(number(v, "until")?));
-            } else {
+            // No rate has a `=`: every `word=` is an option.
+            let Some((name, v)) = word.split_once('=') else {
                 rate.push(word);
+                continue;
+            };
+            let slot = match name {
+                "burst" => &mut burst,
+                "cost" => &mut cost,
+                "until" => &mut until,
+                _ => {
+                    return Err(format!(
+                        "{value:?}: unknown option {name:?} (expected burst=, cost= or until=)"
+                    ));
+                }
+            };
+            if slot.is_some() {
+                return Err(format!("{value:?}: {name}= is given twice"));
             }
+            let n = v
+                .parse::<u64>()
+                .map_err(|_| format!("{value:?}: {name}={v:?} is not a whole number"))?;
+            *slot = Some(n);
         }
+        let until = until
+            .map(|ms| {
+                UNIX_EPOCH
+                    .checked_add(Duration::from_millis(ms))
+                    .ok_or_else(|| format!("{value:?}: until={ms} is out of range"))
+            })
+            .transpose()?;
         let rate = rate.join(" ");
         let too_big = |n: u64| {
             u32::try_from(n).map_err(|_| format!("{value:?}: {n} is more than {}", u32::MAX))
@@ -509,11 +592,39 @@ mod tests {
             ("off burst=3", "off"),
             ("3/s cost=1", "cost"),
             ("", "bad rate"),
+            ("3/s brust=5", "unknown option \"brust\""),
+            ("3/s burst=5 Until=1", "unknown option \"Until\""),
+            ("3/s =5", "unknown option \"\""),
+            ("3/s burst=2 burst=3", "burst= is given twice"),
+            ("off until=1 until=2", "until= is given twice"),
         ] {
             let e = Override::parse("api", value).expect_err(value);
             assert!(e.contains(says), "{value:?}: {e}");
         }
         assert!(Override::parse("@k", "3/s").is_err());
+    }
+
+    #[test]
+    fn overrides_that_would_read_back_otherwise_are_refused() {
+        let now = SystemTime::now();
+        let refused = |o: Override, says: &str| {
+            let e = o.check(now).expect_err(says).to_string();
+            assert!(e.contains(says), "{e}");
+        };
+        // `a@b` would be read back as the override of `a` for the client key `b`.
+        refused(Override::new("a@b", Setting::Off), "'@'");
+        refused(Override::new("a@b", Setting::Off).for_key("k"), "'@'");
+        refused(Override::new("", Setting::Off), "empty");
+        // A TTL past the maximum (or past what a clock holds) is refused, never "for good".
+        for ttl in [MAX_TTL + Duration::from_secs(1), Duration::MAX] {
+            let o = Override::new("api", Setting::Off).expires_in(ttl);
+            assert!(o.expires.is_some());
+            refused(o, "365 days");
+        }
+        let longest = Override::new("api", Setting::Off).expires_in(MAX_TTL);
+        assert!(longest.check(SystemTime::now()).is_ok());
+        assert!(!longest.value().contains(&u64::MAX.to_string()));
+        assert!(Override::new("api", Setting::Off).check(now).is_ok());
     }
 
     #[test]
@@ -551,5 +662,61 @@ mod tests {
     fn expired_overrides_are_not_in_force() {
         let o = overrides(&[("api", "3/s until=1000")]);
         assert!(o.is_empty());
+    }
+
+    /// A valid override: a name without `@`, any client key as [`Key`] encodes it, a rate
+    /// with a burst it admits, an expiry in whole milliseconds (what the stored form holds).
+    fn valid_override() -> impl proptest::strategy::Strategy<Value = Override> {
+        use proptest::prelude::*;
+        let setting = prop_oneof![
+            Just(Setting::Off),
+            (1u32..=1_000_000, 1u64..=365 * 86_400_000, 1u32..=u32::MAX).prop_filter_map(
+                "a valid rate and burst",
+                |(count, period_ms, burst)| {
+                    let rate = Rate::from_parts(count, period_ms * 1_000)?;
+                    flux_core::check_limit(rate, burst, 1).ok()?;
+                    Some(Setting::Limited { rate, burst })
+                }
+            ),
+        ];
+        let name = "[^@]{1,40}";
+        let key = proptest::option::of(proptest::collection::vec(any::<u8>(), 0..80));
+        let expires = proptest::option::of(0u64..=4_102_444_800_000);
+        (name, key, setting, expires).prop_map(|(name, key, setting, expires)| {
+            let mut o = Override::new(name, setting);
+            if let Some(key) = key {
+                o = o.for_key(Key::new(key));
+            }
+            o.expires = expires.map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            o
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_stored_field_and_value_is_read_without_panic(
+            field in "\\PC{0,40}",
+            value in "\\PC{0,60}",
+        ) {
+            let _ = Override::parse(&field, &value);
+        }
+
+        #[test]
+        fn words_like_the_stored_form_are_read_without_panic(
+            words in proptest::collection::vec(
+                "(off|[0-9]{1,12}/[0-9]{0,4}(ms|s|min|h|day|x)?|per|(burst|cost|until|brust)=[0-9]{0,22}|=|@)",
+                0..6,
+            ),
+        ) {
+            let value = words.join(" ");
+            let _ = Override::parse("api", &value);
+            let _ = Stored::parse(&value);
+        }
+
+        #[test]
+        fn a_valid_override_reads_back_as_it_was_stored(o in valid_override()) {
+            let back = Override::parse(&o.field(), &o.value());
+            proptest::prop_assert_eq!(back, Ok(o));
+        }
     }
 }
