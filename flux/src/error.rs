@@ -117,6 +117,8 @@ pub enum ConfigOption {
     DenyCache,
     /// [`Builder::shadow`](crate::Builder::shadow).
     Shadow,
+    /// [`Builder::memory_max_buckets`](crate::Builder::memory_max_buckets).
+    MemoryMaxBuckets,
     /// An operation needs a backend the limiter does not have (overrides are stored in
     /// Redis: the in-memory backend has none to set).
     Backend,
@@ -137,6 +139,7 @@ impl ConfigOption {
             ConfigOption::ExemptIps => Some("FLUX_EXEMPT_IPS"),
             ConfigOption::DenyCache => Some("FLUX_DENY_CACHE"),
             ConfigOption::Shadow => Some("FLUX_SHADOW"),
+            ConfigOption::MemoryMaxBuckets => Some("FLUX_MEMORY_MAX_BUCKETS"),
             ConfigOption::Backend | ConfigOption::Override => None,
         }
     }

@@ -145,7 +145,9 @@ pub mod decision {
 
 /// Configuring a limiter: [`Builder`], the circuit breaker's settings, the failure policy.
 pub mod config {
-    pub use crate::limiter::{Builder, DEFAULT_DEADLINE};
+    pub use crate::limiter::{
+        Builder, DEFAULT_DEADLINE, DEFAULT_MEMORY_MAX_BUCKETS, MIN_MEMORY_MAX_BUCKETS,
+    };
     pub use crate::outage::breaker::BreakerConfig;
     pub use crate::outage::policy::FailurePolicy;
 }

@@ -15,7 +15,7 @@ use crate::outage::fleet::Fleet;
 use crate::outage::policy::FailurePolicy;
 use crate::overrides::{self, Overrides};
 use crate::store::Store;
-use crate::store::memory::MemoryStore;
+use crate::store::memory::{MIN_MAX_BUCKETS, MemoryStore};
 use crate::store::redis::{NODE_CIRCUITS, RedisStore};
 
 /// The answer returned instead of the default 429/503 response, see
@@ -60,11 +60,21 @@ pub struct Builder {
     deny_cache: bool,
     from_env: bool,
     overrides_file: Option<std::path::PathBuf>,
+    memory_max_buckets: usize,
 }
 
 /// The default deadline of a Redis call: long enough for a busy Redis on a loaded machine,
 /// short enough that a hung one is noticed at once.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
+
+/// The default cap on buckets held in process memory ([`Builder::memory_max_buckets`]):
+/// about 100-150 MB at the ~100-130 bytes a bucket costs, within a small container's means,
+/// and a million clients active within one window before any is evicted.
+pub const DEFAULT_MEMORY_MAX_BUCKETS: usize = 1_000_000;
+
+/// The smallest cap [`Builder::memory_max_buckets`] accepts: 16 buckets in each of the
+/// store's 64 shards.
+pub const MIN_MEMORY_MAX_BUCKETS: usize = MIN_MAX_BUCKETS;
 
 impl Default for Builder {
     fn default() -> Self {
@@ -82,6 +92,7 @@ impl Default for Builder {
             deny_cache: true,
             from_env: false,
             overrides_file: None,
+            memory_max_buckets: DEFAULT_MEMORY_MAX_BUCKETS,
         }
     }
 }
@@ -101,6 +112,7 @@ impl Builder {
     /// | `FLUX_SHADOW` | `on`: every limit decides and counts but never denies | `off` |
     /// | `FLUX_EXEMPT_IPS` | comma-separated IPs/CIDRs whose requests skip every limit | none |
     /// | `FLUX_OVERRIDES` | in-memory backend: TOML file of overrides ([`Builder::overrides_file`]) | none |
+    /// | `FLUX_MEMORY_MAX_BUCKETS` | most buckets held in process memory ([`Builder::memory_max_buckets`]) | `1000000` |
     pub fn from_env() -> Result<Builder, Error> {
         Builder::from_vars(|name| std::env::var(name).ok())
     }
@@ -143,6 +155,15 @@ impl Builder {
         }
         if let Some(path) = var("FLUX_OVERRIDES") {
             builder = builder.overrides_file(path.trim());
+        }
+        if let Some(max) = var("FLUX_MEMORY_MAX_BUCKETS") {
+            let max = max.trim().parse().map_err(|_| {
+                Error::config(
+                    ConfigOption::MemoryMaxBuckets,
+                    format!("FLUX_MEMORY_MAX_BUCKETS={max:?} is not a whole number of buckets"),
+                )
+            })?;
+            builder = builder.memory_max_buckets(max);
         }
         if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
             builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
@@ -260,6 +281,24 @@ impl Builder {
         self
     }
 
+    /// Most buckets held in process memory, by the in-memory backend or the `Local`
+    /// fallback (default [`DEFAULT_MEMORY_MAX_BUCKETS`], at least
+    /// [`MIN_MEMORY_MAX_BUCKETS`]). Buckets leave once full again; past the cap, a new one
+    /// evicts the bucket nearest to full among a few sampled (its client's next request
+    /// finds a full bucket), counted by `flux_memory_evictions_total`. The cap is split
+    /// evenly over the store's 64 shards. A bucket costs about 100-130 bytes with short
+    /// keys (see the README's "Memory"), so the default holds within about 150 MB.
+    ///
+    /// ```
+    /// let flux = flux::Flux::builder().memory_max_buckets(100_000).build()?;
+    /// assert_eq!(flux.local_buckets(), 0);
+    /// # Ok::<(), flux::Error>(())
+    /// ```
+    pub fn memory_max_buckets(mut self, max: usize) -> Self {
+        self.memory_max_buckets = max;
+        self
+    }
+
     /// The clock of the in-memory backend and of the `Local` fallback (tests drive time with
     /// a [`ManualClock`](crate::clock::ManualClock)). Redis always uses its own clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -285,12 +324,21 @@ impl Builder {
                 "the deadline must be longer than zero",
             ));
         }
+        if self.memory_max_buckets < MIN_MEMORY_MAX_BUCKETS {
+            return Err(Error::config(
+                ConfigOption::MemoryMaxBuckets,
+                format!(
+                    "a cap of {} buckets in memory is below the least of {MIN_MEMORY_MAX_BUCKETS}",
+                    self.memory_max_buckets
+                ),
+            ));
+        }
         let proxies = TrustedProxies::parse(&self.proxies)?;
         let exempt_ips = IpSet::parse(&self.exempt_ips, "exempt address", ConfigOption::ExemptIps)?;
         let clock = self
             .clock
             .unwrap_or_else(|| Box::new(MonotonicClock::default()));
-        let local = MemoryStore::new(clock);
+        let local = MemoryStore::new(clock, self.memory_max_buckets);
         let (store, breaker) = match &self.target {
             Target::Memory => (Store::Memory(local.clone()), None),
             Target::Redis(url) => {
@@ -410,6 +458,12 @@ mod tests {
                 ConfigOption::TrustedProxies,
             ),
             ("FLUX_EXEMPT_IPS", "office", ConfigOption::ExemptIps),
+            (
+                "FLUX_MEMORY_MAX_BUCKETS",
+                "lots",
+                ConfigOption::MemoryMaxBuckets,
+            ),
+            ("FLUX_MEMORY_MAX_BUCKETS", "100", ConfigOption::MemoryMaxBuckets),
             ("FLUX_KEY_PREFIX", "a{b}", ConfigOption::KeyPrefix),
             ("FLUX_REDIS_URL", "http://localhost", ConfigOption::RedisUrl),
         ] {
