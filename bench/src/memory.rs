@@ -87,7 +87,11 @@ pub(crate) struct LocalMemory {
 /// distinct clients on the in-memory backend. Prints `MEMPROBE <rss before> <rss after>
 /// <buckets held>`.
 pub(crate) fn memprobe(n: usize) -> Res<()> {
-    let flux = Flux::builder().memory().build()?;
+    // No cap: every bucket is counted (the default cap is the full run's 1,000,000 keys).
+    let flux = Flux::builder()
+        .memory()
+        .memory_max_buckets(usize::MAX)
+        .build()?;
     // Warm the allocator and the limiter's shards with a few keys first.
     for i in 0..1_000 {
         flux_bench::micro::block_ready(flux.check(Key::new(format!("warm-{i}")), &MEMORY_LIMIT));

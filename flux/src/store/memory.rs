@@ -142,26 +142,21 @@ impl MemoryStore {
     }
 
     /// Drops one entry of a full shard, none of `keep` (the check's own buckets): of
-    /// [`SAMPLES`] picked at random, the first full again (`tat <= now`), else the one with
-    /// the lowest `tat`. Whether one was dropped.
+    /// [`SAMPLES`] picked at random, one full again (`tat <= now`) if any, else the one
+    /// with the lowest `tat`. Whether one was dropped.
     fn evict(&self, tats: &mut IndexMap<Box<str>, u64>, keep: &[String], now: u64) -> bool {
-        let mut victim: Option<(usize, u64)> = None;
-        for _ in 0..SAMPLES {
+        let mut samples = [(0, 0); SAMPLES];
+        for sample in &mut samples {
             let index = fastrand::usize(..tats.len());
-            let Some((bucket, &tat)) = tats.get_index(index) else {
-                continue;
-            };
-            if keep.iter().any(|k| k.as_str() == &**bucket) {
-                continue;
-            }
-            if tat <= now {
-                victim = Some((index, tat));
-                break;
-            }
-            if victim.is_none_or(|(_, lowest)| tat < lowest) {
-                victim = Some((index, tat));
-            }
+            *sample = (index, tats.get_index(index).map_or(u64::MAX, |(_, &tat)| tat));
         }
+        // Nearest to full first (every full one ranks as full); only the entry chosen has its name
+        // read (one more cache miss), to pass over the check's own buckets.
+        samples.sort_unstable_by_key(|&(_, tat)| tat.max(now));
+        let victim = samples.into_iter().find(|&(index, _)| {
+            tats.get_index(index)
+                .is_some_and(|(bucket, _)| !keep.iter().any(|k| k.as_str() == &**bucket))
+        });
         let Some((index, tat)) = victim else {
             return false;
         };
