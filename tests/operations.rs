@@ -364,7 +364,11 @@ async fn rotating_keys_stay_under_the_memory_cap_and_evictions_are_counted() {
     // again before the flood ends, so only the cap keeps the table small.
     for i in 0..3_000u32 {
         let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, (i >> 16) as u16, i as u16, 0, 0, 0, 1);
-        assert!(flux.check(flux::Key::from_ip(ip.into()), &DAILY).await.allowed);
+        assert!(
+            flux.check(flux::Key::from_ip(ip.into()), &DAILY)
+                .await
+                .allowed
+        );
     }
     assert!(flux.local_buckets() <= flux::config::MIN_MEMORY_MAX_BUCKETS);
     let evicted = flux.local_evictions();

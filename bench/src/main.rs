@@ -76,7 +76,10 @@ fn main() -> ExitCode {
         }
         Some("memflood") => {
             let number = |name| flag(&args, name).and_then(|k| k.parse().ok());
-            match flag(&args, "--flood").as_deref().and_then(memory::Flood::parse) {
+            match flag(&args, "--flood")
+                .as_deref()
+                .and_then(memory::Flood::parse)
+            {
                 Some(flood) => memory::memflood(
                     number("--keys").unwrap_or(100_000),
                     number("--cap").unwrap_or(flux::config::DEFAULT_MEMORY_MAX_BUCKETS),

@@ -271,7 +271,18 @@ pub(crate) fn rotation_flood(keys: usize, cap: usize, flood: Flood) -> Res<Flood
         .split_whitespace()
         .filter_map(|f| f.parse().ok())
         .collect();
-    let [requests, admitted, drained_admitted, buckets, evictions, r1, r2, r3, peak] = f[..] else {
+    let [
+        requests,
+        admitted,
+        drained_admitted,
+        buckets,
+        evictions,
+        r1,
+        r2,
+        r3,
+        peak,
+    ] = f[..]
+    else {
         return Err(format!("unexpected memflood line: {line}").into());
     };
     Ok(FloodRun {

@@ -67,9 +67,9 @@ pub struct Builder {
 /// short enough that a hung one is noticed at once.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
 
-/// The default cap on buckets held in process memory ([`Builder::memory_max_buckets`]):
-/// about 100-150 MB at the ~100-130 bytes a bucket costs, within a small container's means,
-/// and a million clients active within one window before any is evicted.
+/// The default cap on buckets held in process memory ([`Builder::memory_max_buckets`]): a
+/// million clients active within one window before any is evicted, in about 100-120 MB with
+/// IP keys (99-116 bytes a bucket, measured), within a 512 MiB container's means.
 pub const DEFAULT_MEMORY_MAX_BUCKETS: usize = 1_000_000;
 
 /// The smallest cap [`Builder::memory_max_buckets`] accepts: 16 buckets in each of the
@@ -286,8 +286,8 @@ impl Builder {
     /// [`MIN_MEMORY_MAX_BUCKETS`]). Buckets leave once full again; past the cap, a new one
     /// evicts the bucket nearest to full among a few sampled (its client's next request
     /// finds a full bucket), counted by `flux_memory_evictions_total`. The cap is split
-    /// evenly over the store's 64 shards. A bucket costs about 100-130 bytes with short
-    /// keys (see the README's "Memory"), so the default holds within about 150 MB.
+    /// evenly over the store's 64 shards. A bucket costs 99-116 bytes with IP keys, more
+    /// with long ones (see the README, "Buckets in process memory").
     ///
     /// ```
     /// let flux = flux::Flux::builder().memory_max_buckets(100_000).build()?;
@@ -463,7 +463,11 @@ mod tests {
                 "lots",
                 ConfigOption::MemoryMaxBuckets,
             ),
-            ("FLUX_MEMORY_MAX_BUCKETS", "100", ConfigOption::MemoryMaxBuckets),
+            (
+                "FLUX_MEMORY_MAX_BUCKETS",
+                "100",
+                ConfigOption::MemoryMaxBuckets,
+            ),
             ("FLUX_KEY_PREFIX", "a{b}", ConfigOption::KeyPrefix),
             ("FLUX_REDIS_URL", "http://localhost", ConfigOption::RedisUrl),
         ] {

@@ -148,7 +148,10 @@ impl MemoryStore {
         let mut samples = [(0, 0); SAMPLES];
         for sample in &mut samples {
             let index = fastrand::usize(..tats.len());
-            *sample = (index, tats.get_index(index).map_or(u64::MAX, |(_, &tat)| tat));
+            *sample = (
+                index,
+                tats.get_index(index).map_or(u64::MAX, |(_, &tat)| tat),
+            );
         }
         // Nearest to full first (every full one ranks as full); only the entry chosen has its name
         // read (one more cache miss), to pass over the check's own buckets.
@@ -316,7 +319,10 @@ mod tests {
                 store.read(&key, &[bucket]).1[0].is_some()
             })
             .count() as u64;
-        assert!(held > n / 2, "most new buckets replaced old full ones: {held}");
+        assert!(
+            held > n / 2,
+            "most new buckets replaced old full ones: {held}"
+        );
         assert_eq!(store.evictions() - before, n - held);
     }
 
