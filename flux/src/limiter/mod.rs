@@ -186,7 +186,8 @@ impl Flux {
 
     /// The number of buckets held in process memory (the in-memory backend, or the `Local`
     /// fallback): idle buckets are dropped, so this tracks recently active clients, up to
-    /// the cap ([`Builder::memory_max_buckets`]).
+    /// the cap ([`Builder::memory_max_buckets`]; once there, it may count buckets already
+    /// full again, which new ones replace first).
     pub fn local_buckets(&self) -> usize {
         self.inner.local.len()
     }

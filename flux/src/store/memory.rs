@@ -20,7 +20,9 @@
 //! bucket hands its client a full one). So a client that drained its bucket and keeps coming
 //! back is among the last to go, and a flood of fresh keys mostly evicts its own kind, as
 //! Redis' approximated LRU does with its `maxmemory-samples`. Evictions of buckets not yet
-//! full are counted (`flux_memory_evictions_total`, [`MemoryStore::evictions`]).
+//! full are counted (`flux_memory_evictions_total`, [`MemoryStore::evictions`]). The sweep
+//! runs as a shard doubles, which a shard held at its cap does at most once more: there the
+//! entries full again are the first that new buckets replace, one per insert.
 //!
 //! What rotating keys can win at the cap is what fresh keys win anyway: each new key starts
 //! with a full bucket, evicted or not.
