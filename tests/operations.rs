@@ -428,3 +428,31 @@ async fn runtime_limit_names_are_capped_and_each_still_limited() {
         shown.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_keys_stay_under_the_memory_cap_and_evictions_are_counted() {
+    static DAILY: flux::Limit = flux::Limit::new("ops-daily", flux::Rate::per_day::<10>());
+    let handle = prometheus();
+    let flux = Flux::builder()
+        .memory_max_buckets(flux::config::MIN_MEMORY_MAX_BUCKETS)
+        .build()
+        .expect("valid configuration");
+    // A client per request (rotating addresses): against a per-day limit, no bucket is full
+    // again before the flood ends, so only the cap keeps the table small.
+    for i in 0..3_000u32 {
+        let ip = std::net::Ipv6Addr::new(0x2001, 0xdb8, (i >> 16) as u16, i as u16, 0, 0, 0, 1);
+        assert!(
+            flux.check(flux::Key::from_ip(ip.into()), &DAILY)
+                .await
+                .allowed
+        );
+    }
+    assert!(flux.local_buckets() <= flux::config::MIN_MEMORY_MAX_BUCKETS);
+    let evicted = flux.local_evictions();
+    assert!(evicted as usize >= 3_000 - flux::config::MIN_MEMORY_MAX_BUCKETS);
+    let metrics = parse_metrics(&handle.render());
+    assert!(
+        sum(&metrics, "flux_memory_evictions_total", &[]) >= evicted as f64,
+        "every eviction is counted: {evicted} evicted"
+    );
+}

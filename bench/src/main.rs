@@ -10,7 +10,8 @@
 //! 3. A hot-key flood: Redis commands per request, p99 of the well-behaved clients.
 //! 4. An outage (Redis frozen with `SIGSTOP`, breaker open) against the in-memory backend.
 //! 5. In-process ns/op (the careful figures: `cargo bench -p flux-bench`).
-//! 6. Memory per active key, in Redis and in the in-memory backend.
+//! 6. Memory per active key, in Redis and in the in-memory backend; 6b: a flood of rotating
+//!    keys against a per-day limit, without a cap and at the default and a small one.
 //! 7. What metrics cost.
 //! 8. Token leasing on one hot key: checks/s and Redis calls per check, and its accuracy
 //!    across three instances.
@@ -19,7 +20,8 @@
 //! of a check against a `PING`, and decisions per second against the number of callers.
 //!
 //! Subcommands used by the harness itself: `serve` (an HTTP server variant, as a child
-//! process) and `memprobe` (the in-memory backend's memory, in a fresh process); and one for
+//! process), `memprobe` (the in-memory backend's memory, in a fresh process) and `memflood`
+//! (part 6b's floods, each in a fresh process); and one for
 //! profiling by hand: `load` (drives a running `serve`).
 
 mod driver;
@@ -51,6 +53,8 @@ const USAGE: &str = "usage: flux-bench [--quick] [--out FILE] [--pictures DIR] [
                   [--http-keys conn|fresh|both]
        flux-bench serve --addr ADDR [--workers N]   (an HTTP server variant; used by the harness)
        flux-bench memprobe --keys N                 (in-memory bytes per key; used by the harness)
+       flux-bench memflood --keys N --cap C --flood light|draining
+                                                    (a key-rotation flood in memory; used by the harness)
        flux-bench load --addr ADDR [--path P] [--conns N] [--secs S] [--one-client | --fresh-keys]
                                                     (drive a running `serve`, e.g. under a profiler)";
 
@@ -69,6 +73,20 @@ fn main() -> ExitCode {
                 .and_then(|k| k.parse().ok())
                 .unwrap_or(1_000_000);
             memory::memprobe(keys)
+        }
+        Some("memflood") => {
+            let number = |name| flag(&args, name).and_then(|k| k.parse().ok());
+            match flag(&args, "--flood")
+                .as_deref()
+                .and_then(memory::Flood::parse)
+            {
+                Some(flood) => memory::memflood(
+                    number("--keys").unwrap_or(100_000),
+                    number("--cap").unwrap_or(flux::config::DEFAULT_MEMORY_MAX_BUCKETS),
+                    flood,
+                ),
+                None => Err("memflood needs --flood light|draining".into()),
+            }
         }
         Some("load") => load_only(&args),
         Some("-h" | "--help") => {

@@ -87,7 +87,11 @@ pub(crate) struct LocalMemory {
 /// distinct clients on the in-memory backend. Prints `MEMPROBE <rss before> <rss after>
 /// <buckets held>`.
 pub(crate) fn memprobe(n: usize) -> Res<()> {
-    let flux = Flux::builder().memory().build()?;
+    // No cap: every bucket is counted (the default cap is the full run's 1,000,000 keys).
+    let flux = Flux::builder()
+        .memory()
+        .memory_max_buckets(usize::MAX)
+        .build()?;
     // Warm the allocator and the limiter's shards with a few keys first.
     for i in 0..1_000 {
         flux_bench::micro::block_ready(flux.check(Key::new(format!("warm-{i}")), &MEMORY_LIMIT));
@@ -124,5 +128,170 @@ pub(crate) fn local_bytes_per_key(n: usize) -> Res<LocalMemory> {
     Ok(LocalMemory {
         keys: usize::try_from(buckets).unwrap_or(usize::MAX),
         bytes_per_key: after.saturating_sub(before) as f64 / buckets.max(1) as f64,
+    })
+}
+
+/// Part 6b's floods: rotating keys against a per-day limit, each visit of a key one or two
+/// requests, every key visited twice (the second pass finds its bucket, or a fresh one if it
+/// was evicted).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flood {
+    /// 10/day, one request per visit: each flood bucket holds 9 or 8 tokens of 10, near full.
+    Light,
+    /// 1/day, two requests per visit: every visit drains its key (one admitted, one denied).
+    Draining,
+}
+
+impl Flood {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Flood::Light => "10/day, 1 request per visit",
+            Flood::Draining => "1/day, 2 requests per visit",
+        }
+    }
+
+    fn arg(self) -> &'static str {
+        match self {
+            Flood::Light => "light",
+            Flood::Draining => "draining",
+        }
+    }
+
+    pub(crate) fn parse(arg: &str) -> Option<Flood> {
+        match arg {
+            "light" => Some(Flood::Light),
+            "draining" => Some(Flood::Draining),
+            _ => None,
+        }
+    }
+}
+
+static DAILY_10: Limit = Limit::new("app::api::daily", Rate::per_day::<10>());
+static DAILY_1: Limit = Limit::new("app::api::daily", Rate::per_day::<1>());
+
+/// Client `i` of a flood of rotating IPv6 addresses: one /64 each, out of 2001:db8::/32.
+fn rotating_key(i: usize) -> Key {
+    let n = (0x2001_0db8_u128 << 96) | ((i as u128) << 64) | 1;
+    Key::from_ip(std::net::Ipv6Addr::from(n).into())
+}
+
+/// What a flood did in its own process.
+pub(crate) struct FloodRun {
+    pub(crate) requests: u64,
+    pub(crate) admitted: u64,
+    /// Requests of the drained client admitted after it drained its bucket (0 when its
+    /// bucket is kept); `requests` and `admitted` are the flood's own.
+    pub(crate) drained_admitted: u64,
+    pub(crate) buckets: u64,
+    pub(crate) evictions: u64,
+    /// RSS growth after each third of the flood, and the peak's (bytes).
+    pub(crate) rss: [u64; 3],
+    pub(crate) peak: u64,
+}
+
+/// `flux-bench memflood --keys N --cap C --flood light|draining`: in a fresh process, a
+/// flood of `keys` rotating clients (two passes) against a per-day limit on the in-memory
+/// backend capped at `cap` buckets, with one client that drained its bucket first and comes
+/// back every 1,000 visits. Prints `MEMFLOOD <requests> <admitted> <drained admitted>
+/// <buckets> <evictions> <rss growth after each third, 3 figures> <peak growth>`.
+pub(crate) fn memflood(keys: usize, cap: usize, flood: Flood) -> Res<()> {
+    let flux = Flux::builder().memory().memory_max_buckets(cap).build()?;
+    let limit = match flood {
+        Flood::Light => &DAILY_10,
+        Flood::Draining => &DAILY_1,
+    };
+    let drained = Key::new("drained-client");
+    let check = |key: Key| flux_bench::micro::block_ready(flux.check(key, limit)).allowed;
+    while check(drained.clone()) {}
+    let before = rss_bytes().ok_or("no /proc/self/statm")?;
+    let per_visit = match flood {
+        Flood::Light => 1,
+        Flood::Draining => 2,
+    };
+    let visits = 2 * keys;
+    let (mut requests, mut admitted, mut drained_admitted) = (0_u64, 0_u64, 0_u64);
+    let mut rss = [0; 3];
+    let marks = [visits / 3, 2 * visits / 3, visits];
+    for visit in 0..visits {
+        for _ in 0..per_visit {
+            requests += 1;
+            admitted += u64::from(check(rotating_key(visit % keys)));
+        }
+        if visit % 1_000 == 999 {
+            drained_admitted += u64::from(check(drained.clone()));
+        }
+        if let Some(third) = marks.iter().position(|&m| m == visit + 1) {
+            rss[third] = rss_bytes().unwrap_or(0).saturating_sub(before);
+        }
+    }
+    let peak = peak_rss_bytes()
+        .ok_or("no VmHWM in /proc/self/status")?
+        .saturating_sub(before);
+    println!(
+        "MEMFLOOD {requests} {admitted} {drained_admitted} {} {} {} {} {} {peak}",
+        flux.local_buckets(),
+        flux.local_evictions(),
+        rss[0],
+        rss[1],
+        rss[2],
+    );
+    Ok(())
+}
+
+/// `VmHWM` of `/proc/self/status`: the process' peak resident set (bytes).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1_024)
+}
+
+/// Runs [`memflood`] in a child process and reads its figures.
+pub(crate) fn rotation_flood(keys: usize, cap: usize, flood: Flood) -> Res<FloodRun> {
+    let output = Command::new(std::env::current_exe()?)
+        .args([
+            "memflood",
+            "--keys",
+            &keys.to_string(),
+            "--cap",
+            &cap.to_string(),
+            "--flood",
+            flood.arg(),
+        ])
+        .env_remove("FLUX_REDIS_URL")
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("MEMFLOOD "))
+        .ok_or_else(|| format!("memflood printed no figures: {stdout}"))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [
+        requests,
+        admitted,
+        drained_admitted,
+        buckets,
+        evictions,
+        r1,
+        r2,
+        r3,
+        peak,
+    ] = f[..]
+    else {
+        return Err(format!("unexpected memflood line: {line}").into());
+    };
+    Ok(FloodRun {
+        requests,
+        admitted,
+        drained_admitted,
+        buckets,
+        evictions,
+        rss: [r1, r2, r3],
+        peak,
     })
 }

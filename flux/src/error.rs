@@ -124,6 +124,8 @@ pub enum ConfigOption {
     KeySecret,
     /// [`Builder::clear_keys`](crate::Builder::clear_keys).
     ClearKeys,
+    /// [`Builder::memory_max_buckets`](crate::Builder::memory_max_buckets).
+    MemoryMaxBuckets,
     /// An operation needs a backend the limiter does not have (overrides are stored in
     /// Redis: the in-memory backend has none to set).
     Backend,
@@ -147,6 +149,7 @@ impl ConfigOption {
             ConfigOption::Shadow => Some("FLUX_SHADOW"),
             ConfigOption::KeySecret => Some("FLUX_KEY_SECRET"),
             ConfigOption::ClearKeys => Some("FLUX_CLEAR_KEYS"),
+            ConfigOption::MemoryMaxBuckets => Some("FLUX_MEMORY_MAX_BUCKETS"),
             ConfigOption::Backend | ConfigOption::Override => None,
         }
     }

@@ -147,7 +147,9 @@ pub mod decision {
 /// Configuring a limiter: [`Builder`], the circuit breaker's settings, the failure policy, the
 /// header believed from trusted proxies.
 pub mod config {
-    pub use crate::limiter::{Builder, DEFAULT_DEADLINE};
+    pub use crate::limiter::{
+        Builder, DEFAULT_DEADLINE, DEFAULT_MEMORY_MAX_BUCKETS, MIN_MEMORY_MAX_BUCKETS,
+    };
     pub use crate::model::client::ClientIpHeader;
     pub use crate::outage::breaker::BreakerConfig;
     pub use crate::outage::policy::FailurePolicy;

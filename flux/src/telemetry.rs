@@ -13,6 +13,7 @@
 //! | `flux_deny_cache_entries` | gauge | none |
 //! | `flux_concurrency_in_flight` | gauge | `limit` |
 //! | `flux_fleet_instances` | gauge | none |
+//! | `flux_memory_evictions_total` | counter | none |
 //!
 //! No label takes a client key: the cardinality is bounded by the number of limits, and the
 //! `limit` label by [`MAX_LIMIT_NAMES`] names built at run time (`names`: past it, `_other`).
@@ -48,6 +49,10 @@ pub(crate) const DENY_CACHE_ENTRIES: &str = "flux_deny_cache_entries";
 pub(crate) const CONCURRENCY_IN_FLIGHT: &str = "flux_concurrency_in_flight";
 /// `flux_fleet_instances`: live instances sharing the Redis, at the last heartbeat.
 pub(crate) const FLEET_INSTANCES: &str = "flux_fleet_instances";
+
+/// `flux_memory_evictions_total`: in-memory buckets evicted at the cap before they were full
+/// again.
+pub(crate) const MEMORY_EVICTIONS: &str = "flux_memory_evictions_total";
 
 /// What happened to a request, as the `outcome` label says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,4 +216,12 @@ pub(crate) fn deny_cache_entries(entries: usize) {
 /// Sets `flux_fleet_instances`.
 pub(crate) fn fleet_instances(live: u32) {
     gauge!(FLEET_INSTANCES).set(f64::from(live));
+}
+
+/// Counts one `flux_memory_evictions_total` on the store's handle (registered on first use,
+/// as [`Counters`]).
+pub(crate) fn memory_evicted(handle: &OnceLock<Counter>) {
+    handle
+        .get_or_init(|| counter!(MEMORY_EVICTIONS))
+        .increment(1);
 }

@@ -43,6 +43,10 @@ pub(crate) struct Sizes {
     pub(crate) flood_rounds: usize,
     pub(crate) redis_memory_keys: usize,
     pub(crate) local_memory_keys: usize,
+    /// Part 6b: rotating keys of the light flood and of the draining one, and the small cap.
+    pub(crate) flood_keys: usize,
+    pub(crate) draining_keys: usize,
+    pub(crate) small_cap: usize,
     pub(crate) micro_iterations: u64,
 }
 
@@ -69,6 +73,9 @@ impl Sizes {
                 flood_rounds: 1,
                 redis_memory_keys: 5_000,
                 local_memory_keys: 20_000,
+                flood_keys: 30_000,
+                draining_keys: 10_000,
+                small_cap: 4_096,
                 micro_iterations: 2_000,
             }
         } else {
@@ -92,6 +99,9 @@ impl Sizes {
                 flood_rounds: 3,
                 redis_memory_keys: 100_000,
                 local_memory_keys: 1_000_000,
+                flood_keys: 2_000_000,
+                draining_keys: 300_000,
+                small_cap: 100_000,
                 micro_iterations: 200_000,
             }
         }

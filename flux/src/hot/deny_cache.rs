@@ -20,15 +20,19 @@
 //! Times are taken when the call to Redis was sent, which is before Redis read its clock, so a
 //! remembered denial never outlives Redis' own.
 //!
-//! Memory is bounded: each shard holds at most `SHARD_CAPACITY` entries; when a full shard
-//! has no expired entry to drop, the new denial is simply not remembered (the next check asks
-//! Redis, as without a cache).
+//! Memory is bounded: each shard holds at most `SHARD_CAPACITY` entries. A new denial in a
+//! full shard takes the place of another in O(1): of [`SAMPLES`] entries picked at random
+//! (the shard's entries are indexable, an `IndexMap`), the first one expired, else the one
+//! expiring soonest (the least denial time forgotten). Forgetting a denial is always safe:
+//! the next check of it asks Redis, as without a cache; the cache still holds nothing but
+//! Redis' denials, so it never admits what Redis would not.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
 
 use crate::model::decision::{Decision, Source};
 use crate::model::gcra::{Bucket, Params};
@@ -36,12 +40,14 @@ use crate::telemetry;
 
 const SHARDS: usize = 16;
 const SHARD_CAPACITY: usize = 4_096;
+/// Entries looked at to choose the one a new denial replaces in a full shard.
+const SAMPLES: usize = 5;
 
 /// Most entries the cache holds, over all shards.
 #[cfg(test)]
 const CAPACITY: usize = SHARDS * SHARD_CAPACITY;
 
-type Shard = Mutex<HashMap<Box<str>, Entry>>;
+type Shard = Mutex<IndexMap<Box<str>, Entry>>;
 
 pub(crate) struct DenyCache {
     shards: Box<[Shard]>,
@@ -70,7 +76,7 @@ impl DenyCache {
     /// A cache whose refreshing checks give up after `deadline` (the Redis call deadline).
     pub(crate) fn new(deadline: Duration) -> DenyCache {
         DenyCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(IndexMap::new())).collect(),
             len: AtomicUsize::new(0),
             hasher: RandomState::new(),
             origin: Instant::now(),
@@ -119,7 +125,7 @@ impl DenyCache {
                     decision
                 }
                 _ => {
-                    shard.remove(id);
+                    shard.swap_remove(id);
                     self.shrank(1);
                     return None;
                 }
@@ -158,7 +164,7 @@ impl DenyCache {
                 .shard(id)
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if shard.remove(id).is_some() {
+            if shard.swap_remove(id).is_some() {
                 self.shrank(1);
             }
             return;
@@ -181,13 +187,25 @@ impl DenyCache {
             .shard(id)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let now = self.now();
         if shard.len() >= SHARD_CAPACITY && !shard.contains_key(id) {
-            let before = shard.len();
-            shard.retain(|_, e| e.until > now);
-            self.shrank(before - shard.len());
-            if shard.len() >= SHARD_CAPACITY {
-                return;
+            let now = self.now();
+            let mut victim: Option<(usize, u64)> = None;
+            for _ in 0..SAMPLES {
+                let index = fastrand::usize(..shard.len());
+                let Some((_, entry)) = shard.get_index(index) else {
+                    continue;
+                };
+                if entry.until <= now {
+                    victim = Some((index, entry.until));
+                    break;
+                }
+                if victim.is_none_or(|(_, soonest)| entry.until < soonest) {
+                    victim = Some((index, entry.until));
+                }
+            }
+            if let Some((index, _)) = victim {
+                shard.swap_remove_index(index);
+                self.shrank(1);
             }
         }
         let fresh = shard.insert(
@@ -327,5 +345,28 @@ mod tests {
             cache.remember(&format!("k{i}"), &denial(60_000), cache.now(), MS, 0);
         }
         assert!(cache.len() <= CAPACITY, "{}", cache.len());
+    }
+
+    #[test]
+    fn a_full_cache_of_live_denials_still_takes_a_new_one() {
+        let cache = DenyCache::new(Duration::from_millis(50));
+        let mut i = 0;
+        while cache.len() < CAPACITY {
+            cache.remember(&format!("k{i}"), &denial(60_000), cache.now(), MS, 0);
+            i += 1;
+        }
+        // Every shard is full of live denials: a new one replaces one of them.
+        for j in 0..100 {
+            let id = format!("new{j}");
+            cache.remember(&id, &denial(60_000), cache.now(), MS, 0);
+            assert!(cache.get(&id).is_some(), "the new denial is remembered");
+            assert_eq!(cache.len(), CAPACITY);
+        }
+        let held: usize = cache
+            .shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum();
+        assert_eq!(held, CAPACITY, "the count matches the shards");
     }
 }

@@ -16,7 +16,7 @@ use crate::outage::fleet::Fleet;
 use crate::outage::policy::FailurePolicy;
 use crate::overrides::{self, Overrides};
 use crate::store::Store;
-use crate::store::memory::MemoryStore;
+use crate::store::memory::{MIN_MAX_BUCKETS, MemoryStore};
 use crate::store::redis::{NODE_CIRCUITS, RedisStore};
 
 /// The answer returned instead of the default 429/503 response, see
@@ -64,11 +64,21 @@ pub struct Builder {
     overrides_file: Option<std::path::PathBuf>,
     key_secret: Option<Vec<u8>>,
     clear_keys: bool,
+    memory_max_buckets: usize,
 }
 
 /// The default deadline of a Redis call: long enough for a busy Redis on a loaded machine,
 /// short enough that a hung one is noticed at once.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
+
+/// The default cap on buckets held in process memory ([`Builder::memory_max_buckets`]): a
+/// million clients active within one window before any is evicted, in about 100-120 MB with
+/// IP keys (99-116 bytes a bucket, measured), within a 512 MiB container's means.
+pub const DEFAULT_MEMORY_MAX_BUCKETS: usize = 1_000_000;
+
+/// The smallest cap [`Builder::memory_max_buckets`] accepts: 16 buckets in each of the
+/// store's 64 shards.
+pub const MIN_MEMORY_MAX_BUCKETS: usize = MIN_MAX_BUCKETS;
 
 impl Default for Builder {
     fn default() -> Self {
@@ -89,6 +99,7 @@ impl Default for Builder {
             overrides_file: None,
             key_secret: None,
             clear_keys: false,
+            memory_max_buckets: DEFAULT_MEMORY_MAX_BUCKETS,
         }
     }
 }
@@ -111,6 +122,7 @@ impl Builder {
     /// | `FLUX_OVERRIDES` | in-memory backend: TOML file of overrides ([`Builder::overrides_file`]) | none |
     /// | `FLUX_KEY_SECRET` | secret of the digests client keys are stored as in Redis (16+ bytes, the same on every instance) | a public default |
     /// | `FLUX_CLEAR_KEYS` | `on`: client keys appear in clear in Redis key names (to debug) | `off` |
+    /// | `FLUX_MEMORY_MAX_BUCKETS` | most buckets held in process memory ([`Builder::memory_max_buckets`]) | `1000000` |
     pub fn from_env() -> Result<Builder, Error> {
         Builder::from_vars(|name| std::env::var(name).ok())
     }
@@ -153,6 +165,15 @@ impl Builder {
         }
         if let Some(path) = var("FLUX_OVERRIDES") {
             builder = builder.overrides_file(path.trim());
+        }
+        if let Some(max) = var("FLUX_MEMORY_MAX_BUCKETS") {
+            let max = max.trim().parse().map_err(|_| {
+                Error::config(
+                    ConfigOption::MemoryMaxBuckets,
+                    format!("FLUX_MEMORY_MAX_BUCKETS={max:?} is not a whole number of buckets"),
+                )
+            })?;
+            builder = builder.memory_max_buckets(max);
         }
         if let Some(proxies) = var("FLUX_TRUSTED_PROXIES") {
             builder = builder.trusted_proxies(proxies.split(',').map(str::trim));
@@ -326,6 +347,24 @@ impl Builder {
         self
     }
 
+    /// Most buckets held in process memory, by the in-memory backend or the `Local`
+    /// fallback (default [`DEFAULT_MEMORY_MAX_BUCKETS`], at least
+    /// [`MIN_MEMORY_MAX_BUCKETS`]). Buckets leave once full again; past the cap, a new one
+    /// evicts the bucket nearest to full among a few sampled (its client's next request
+    /// finds a full bucket), counted by `flux_memory_evictions_total`. The cap is split
+    /// evenly over the store's 64 shards. A bucket costs 99-116 bytes with IP keys, more
+    /// with long ones (see the README, "Buckets in process memory").
+    ///
+    /// ```
+    /// let flux = flux::Flux::builder().memory_max_buckets(100_000).build()?;
+    /// assert_eq!(flux.local_buckets(), 0);
+    /// # Ok::<(), flux::Error>(())
+    /// ```
+    pub fn memory_max_buckets(mut self, max: usize) -> Self {
+        self.memory_max_buckets = max;
+        self
+    }
+
     /// The clock of the in-memory backend and of the `Local` fallback (tests drive time with
     /// a [`ManualClock`](crate::clock::ManualClock)). Redis always uses its own clock.
     pub fn clock(mut self, clock: impl Clock) -> Self {
@@ -351,13 +390,22 @@ impl Builder {
                 "the deadline must be longer than zero",
             ));
         }
+        if self.memory_max_buckets < MIN_MEMORY_MAX_BUCKETS {
+            return Err(Error::config(
+                ConfigOption::MemoryMaxBuckets,
+                format!(
+                    "a cap of {} buckets in memory is below the least of {MIN_MEMORY_MAX_BUCKETS}",
+                    self.memory_max_buckets
+                ),
+            ));
+        }
         let at_rest = self.at_rest()?;
         let proxies = TrustedProxies::parse(&self.proxies)?.reading(self.client_ip_header);
         let exempt_ips = IpSet::parse(&self.exempt_ips, "exempt address", ConfigOption::ExemptIps)?;
         let clock = self
             .clock
             .unwrap_or_else(|| Box::new(MonotonicClock::default()));
-        let local = MemoryStore::new(clock);
+        let local = MemoryStore::new(clock, self.memory_max_buckets);
         let (store, breaker) = match &self.target {
             Target::Memory => (Store::Memory(local.clone()), None),
             Target::Redis(url) => {
@@ -524,6 +572,16 @@ mod tests {
                 "FLUX_CLIENT_IP_HEADER",
                 "x-client-ip",
                 ConfigOption::ClientIpHeader,
+            ),
+            (
+                "FLUX_MEMORY_MAX_BUCKETS",
+                "lots",
+                ConfigOption::MemoryMaxBuckets,
+            ),
+            (
+                "FLUX_MEMORY_MAX_BUCKETS",
+                "100",
+                ConfigOption::MemoryMaxBuckets,
             ),
             ("FLUX_KEY_PREFIX", "a{b}", ConfigOption::KeyPrefix),
             ("FLUX_REDIS_URL", "http://localhost", ConfigOption::RedisUrl),

@@ -18,7 +18,9 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use self::builder::{Builder, DEFAULT_DEADLINE, DenyResponse};
+pub use self::builder::{
+    Builder, DEFAULT_DEADLINE, DEFAULT_MEMORY_MAX_BUCKETS, DenyResponse, MIN_MEMORY_MAX_BUCKETS,
+};
 pub use self::charge::Charged;
 use crate::error::Error;
 use crate::hot::deny_cache::DenyCache;
@@ -183,9 +185,24 @@ impl Flux {
     }
 
     /// The number of buckets held in process memory (the in-memory backend, or the `Local`
-    /// fallback): idle buckets are dropped, so this tracks recently active clients.
+    /// fallback): idle buckets are dropped, so this tracks recently active clients, up to
+    /// the cap ([`Builder::memory_max_buckets`]; once there, it may count buckets already
+    /// full again, which new ones replace first).
     pub fn local_buckets(&self) -> usize {
         self.inner.local.len()
+    }
+
+    /// Buckets evicted from process memory at the cap before they were full again (each a
+    /// client whose next request finds a full bucket), since this limiter was built: the
+    /// count behind `flux_memory_evictions_total`.
+    ///
+    /// ```
+    /// let flux = flux::Flux::builder().build()?;
+    /// assert_eq!(flux.local_evictions(), 0);
+    /// # Ok::<(), flux::Error>(())
+    /// ```
+    pub fn local_evictions(&self) -> u64 {
+        self.inner.local.evictions()
     }
 
     /// Denials held by the hot-key deny cache (bounded; 0 when it is off).

@@ -5,6 +5,13 @@
 //! slots first, as the script does. An empty set is removed, so the table holds only the
 //! (limit, client) pairs with requests in flight (plus any slot whose guard was leaked with
 //! `mem::forget`, until its lease expires and the key is next used).
+//!
+//! So unlike the buckets it needs no cap of its own: a set exists only while one of its
+//! slots is held, and every local slot is held by a live [`Slot`](crate::concurrency::Slot)
+//! guard, whose drop releases it here (a local slot is always released locally, also once
+//! Redis is back). The table is bounded by the requests in flight, which the server bounds;
+//! a refused acquisition, a renewal or a release of a key with no set leaves nothing
+//! behind, so rotating keys cost nothing once their requests end.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -113,6 +120,21 @@ mod tests {
         assert!(table.release("k", 1));
         assert!(!table.release("k", 1));
         assert!(table.release("k", 4));
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn rotating_keys_leave_nothing_once_released() {
+        let table = SlotTable::new();
+        for i in 0..10_000u64 {
+            let key = format!("client-{i}");
+            assert_eq!(table.acquire(&key, i, 1, 100, 0), (true, 1));
+            assert_eq!(table.acquire(&key, i + 1, 1, 100, 0), (false, 1));
+            assert!(table.release(&key, i));
+            // Calls on a key with no set create none.
+            assert!(!table.renew(&key, i, 200));
+            assert!(!table.release(&key, i));
+        }
         assert_eq!(table.len(), 0);
     }
 }
