@@ -354,3 +354,31 @@ async fn futures_all(
     }
     out
 }
+
+/// A rate limit and a concurrency limit of the same client never share a key, whatever
+/// their names: a rate limit `X:slots` beside a concurrency limit `X` once did (the bucket's
+/// string and the slot set's sorted set at one key, and `WRONGTYPE` for one or the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_concurrency_limits_never_share_a_key() {
+    static SLOTS: ConcurrencyLimit = ConcurrencyLimit::new("exports", 1);
+    static RATE: flux::Limit = flux::Limit::new("exports:slots", flux::Rate::per_second::<100>());
+    let redis = RedisServer::start();
+    let flux = Flux::builder()
+        .redis(redis.url())
+        .deadline(Duration::from_secs(5))
+        .failure_policy(FailurePolicy::Closed)
+        .build()
+        .expect("valid");
+    let rate = std::slice::from_ref(&RATE);
+    // Either kind first.
+    let decision = flux.try_check("k", rate).await.expect("a bucket of its own");
+    assert!(decision.allowed);
+    let slot = flux.acquire("k", &SLOTS).await.expect("a slot set of its own");
+    let decision = flux.try_check("k", rate).await.expect("a bucket of its own");
+    assert_eq!((decision.allowed, decision.remaining), (true, 98));
+    assert!(flux.acquire("k", &SLOTS).await.is_err(), "the slot is held");
+    drop(slot);
+    let kinds = redis.cli(&["TYPE", &redis.bucket("flux", "k", "exports:slots")]);
+    assert_eq!(kinds.trim(), "string");
+    assert_eq!(redis.dbsize(), 2, "two keys");
+}

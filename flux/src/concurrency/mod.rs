@@ -178,11 +178,10 @@ impl ConcurrencyLimit {
         self.metrics.get_or_init(Arc::default)
     }
 
-    /// The slot set's storage key: `<prefix>:{<client>}:<name>:slots`.
+    /// The slot set's storage key: `<prefix>:{<client>}#slots:<name>`, which no rate
+    /// limit's bucket can be (see `Key::slot_set`).
     fn storage_key(&self, prefix: &str, key: &Key) -> String {
-        let mut storage = key.bucket(prefix, &self.name);
-        storage.push_str(":slots");
-        storage
+        key.slot_set(prefix, &self.name)
     }
 }
 
