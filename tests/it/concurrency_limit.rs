@@ -418,7 +418,7 @@ async fn a_late_acquisition_leaves_no_slot_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_and_concurrency_limits_never_share_a_key() {
     static SLOTS: ConcurrencyLimit = ConcurrencyLimit::new("exports", 1);
-    static RATE: flux::Limit = flux::Limit::new("exports:slots", flux::Rate::per_second::<100>());
+    static RATE: flux::Limit = flux::Limit::new("exports:slots", flux::Rate::per_hour::<100>());
     let redis = RedisServer::start();
     let flux = Flux::builder()
         .redis(redis.url())
@@ -434,6 +434,8 @@ async fn rate_and_concurrency_limits_never_share_a_key() {
     let decision = flux.try_check("k", rate).await.expect("a bucket of its own");
     assert_eq!((decision.allowed, decision.remaining), (true, 98));
     assert!(flux.acquire("k", &SLOTS).await.is_err(), "the slot is held");
+    let set = redis.cli(&["TYPE", &redis.slot_set("flux", "k", "exports")]);
+    assert_eq!(set.trim(), "zset");
     drop(slot);
     let kinds = redis.cli(&["TYPE", &redis.bucket("flux", "k", "exports:slots")]);
     assert_eq!(kinds.trim(), "string");
