@@ -441,3 +441,22 @@ async fn rate_and_concurrency_limits_never_share_a_key() {
     assert_eq!(kinds.trim(), "string");
     assert_eq!(redis.dbsize(), 2, "two keys");
 }
+
+/// A request dropped while its acquisition waits on Redis (the client went away, an outer
+/// timeout) leaves no slot behind either, though Redis runs the acquisition after the drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_acquisition_leaves_no_slot_behind() {
+    static ONE: ConcurrencyLimit = ConcurrencyLimit::new("dropped", 1);
+    let mut redis = RedisServer::start();
+    let flux = Flux::builder()
+        .redis(redis.url())
+        .deadline(Duration::from_secs(5))
+        .build()
+        .expect("valid");
+    drop(admitted(&flux, &ONE).await);
+    redis.pause();
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), flux.acquire("k", &ONE)).await;
+    assert!(gave_up.is_err(), "Redis is stopped");
+    redis.resume();
+    drop(admitted(&flux, &ONE).await);
+}
