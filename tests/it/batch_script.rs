@@ -75,7 +75,10 @@ fn answers(reply: &[redis::Value], sizes: &[usize]) -> Result<Vec<Answer>, Strin
         });
     }
     if at != reply.len() {
-        return Err(format!("{} values for checks of {sizes:?} keys", reply.len()));
+        return Err(format!(
+            "{} values for checks of {sizes:?} keys",
+            reply.len()
+        ));
     }
     Ok(out)
 }
@@ -99,7 +102,7 @@ fn a_batch_answers_what_its_checks_answer_one_by_one() {
             case.set(case.get() + 1);
             let (one_case, batch_case) = (2 * case.get(), 2 * case.get() + 1);
             let mut conn = conn.borrow_mut();
-            let poisoned: Vec<usize> = if case.get() % 2 == 0 {
+            let poisoned: Vec<usize> = if case.get().is_multiple_of(2) {
                 Vec::new()
             } else {
                 (0..4).filter(|&k| poisoned[k]).collect()
@@ -202,7 +205,13 @@ async fn a_check_that_fails_in_flux_s_batch_fails_alone() {
     let limits = std::slice::from_ref(&API);
     let server = RedisServer::start();
     let clients: Vec<&str> = (0..16)
-        .map(|i| if i == 7 { "bad" } else { ["a", "b", "c"][i % 3] })
+        .map(|i| {
+            if i == 7 {
+                "bad"
+            } else {
+                ["a", "b", "c"][i % 3]
+            }
+        })
         .collect();
     type Answer = Result<(bool, u32), Option<String>>;
     let answer = |d: Result<Decision, Error>| -> Answer {
@@ -227,7 +236,8 @@ async fn a_check_that_fails_in_flux_s_batch_fails_alone() {
         .expect("connected");
     // Polled in turn on this one task: the first goes alone on the connection, the fifteen
     // others queue up behind it and go as one script call.
-    let mut checks: Vec<Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send>>> = clients
+    type Check<'a> = Pin<Box<dyn Future<Output = Result<Decision, Error>> + Send + 'a>>;
+    let mut checks: Vec<Check> = clients
         .iter()
         .map(|client| Box::pin(flux.try_check(*client, limits)) as Pin<Box<_>>)
         .collect();

@@ -428,10 +428,19 @@ async fn rate_and_concurrency_limits_never_share_a_key() {
         .expect("valid");
     let rate = std::slice::from_ref(&RATE);
     // Either kind first.
-    let decision = flux.try_check("k", rate).await.expect("a bucket of its own");
+    let decision = flux
+        .try_check("k", rate)
+        .await
+        .expect("a bucket of its own");
     assert!(decision.allowed);
-    let slot = flux.acquire("k", &SLOTS).await.expect("a slot set of its own");
-    let decision = flux.try_check("k", rate).await.expect("a bucket of its own");
+    let slot = flux
+        .acquire("k", &SLOTS)
+        .await
+        .expect("a slot set of its own");
+    let decision = flux
+        .try_check("k", rate)
+        .await
+        .expect("a bucket of its own");
     assert_eq!((decision.allowed, decision.remaining), (true, 98));
     assert!(flux.acquire("k", &SLOTS).await.is_err(), "the slot is held");
     let set = redis.cli(&["TYPE", &redis.slot_set("flux", "k", "exports")]);

@@ -556,8 +556,14 @@ mod tests {
             &[(2, Some(1)), (0, Some(2)), (1, Some(1))],
             &mut answers,
         );
-        assert_eq!(answers[2].clone().map(Result::ok), Some(Some(vec![1, 9, 0, 100])));
-        assert_eq!(answers[1].clone().map(Result::ok), Some(Some(vec![0, 0, 5, 7])));
+        assert_eq!(
+            answers[2].clone().map(Result::ok),
+            Some(Some(vec![1, 9, 0, 100]))
+        );
+        assert_eq!(
+            answers[1].clone().map(Result::ok),
+            Some(Some(vec![0, 0, 5, 7]))
+        );
         let Some(Err(Error::Backend(e))) = &answers[0] else {
             panic!("{:?}", answers[0]);
         };
