@@ -2,7 +2,7 @@
 -- The runtime's side is flux/src/concurrency.rs; the in-memory backend (flux/src/slots.rs)
 -- keeps the same table per process.
 --
--- KEYS[1]   the slot set of one (limit, client): "<prefix>:{<client>}:<limit name>:slots", a
+-- KEYS[1]   the slot set of one (limit, client): "<prefix>:{<client>}#slots:<limit name>", a
 --           sorted set of slot ids scored by their lease's expiry (ms of the Redis server clock)
 -- ARGV[1]   the operation: "acquire", "renew" or "release"
 -- ARGV[2]   the slot id, unique per acquisition ("<instance>-<counter>")

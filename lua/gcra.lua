@@ -23,6 +23,11 @@
 -- On admission every key of the check is set to its new TAT with `SET key tat PX ttl`, ttl =
 -- the time until its bucket is full again (so idle clients cost no memory); on denial nothing
 -- is written.
+--
+-- A check whose read or write Redis refuses (WRONGTYPE: its key holds another type; OOM)
+-- fails alone: its `taken` is Redis' error text (a string, the only one a reply holds) and its
+-- per-key values are 0; a read that fails writes nothing, a write that fails leaves the
+-- check's earlier keys written. The other checks are decided as if each were its own call.
 
 -- Needs Redis 5 or later, which replicates a script's effects (its writes), not the script:
 -- TIME makes it non-deterministic.
@@ -36,6 +41,7 @@ end
 -- Locals, not table lookups, in the loops: every instruction counts once per check.
 local floor, max = math.floor, math.max
 local format = string.format
+local pcall, type = redis.pcall, type
 local result = {}
 local r = 0 -- values written to result so far
 local k = 0 -- keys of the checks before this one
@@ -51,9 +57,17 @@ while a <= argc do
   end
   local p = a + 1 -- ARGV index of this check's first interval
   local allowed = want -- checks every bucket holds, at most want: 0 is a denial
+  local failed -- Redis' error to this check's read or write
   for i = 1, n do
-    local stored = tonumber(redis.call('GET', KEYS[k + i]))
-    if stored == nil or stored < now then
+    local got = pcall('GET', KEYS[k + i])
+    local stored = tonumber(got)
+    if not stored then
+      if got and type(got) == 'table' then -- not a missing key (false): an error
+        failed = got.err or 'ERR'
+        break
+      end
+      stored = now -- no bucket: full
+    elseif stored < now then
       stored = now
     end
     local q = p + 3 * i - 3
@@ -73,7 +87,7 @@ while a <= argc do
     end
   end
   result[r + 1] = allowed
-  for i = 1, n do
+  for i = 1, failed and 0 or n do
     local interval = tonumber(ARGV[p + 3 * i - 3])
     local tat, tolerance = tats[i], tols[i]
     local new_tat = tat + incs[i] * max(1, allowed)
@@ -85,7 +99,11 @@ while a <= argc do
     if allowed > 0 then
       local ttl = new_tat - now
       -- format keeps all digits (a bare number would become "1.7e+15"); PX rounds up.
-      redis.call('SET', KEYS[k + i], format('%d', new_tat), 'PX', max(1, floor((ttl + 999) / 1000)))
+      local set = pcall('SET', KEYS[k + i], format('%d', new_tat), 'PX', max(1, floor((ttl + 999) / 1000)))
+      if set.err then
+        failed = set.err
+        break
+      end
       result[o] = floor((tolerance - ttl) / interval)
       result[o + 2] = ttl
     else
@@ -93,6 +111,12 @@ while a <= argc do
       result[o + 2] = tat - now
     end
     result[o + 1] = retry_after
+  end
+  if failed then
+    result[r + 1] = failed
+    for o = r + 2, r + 1 + 3 * n do
+      result[o] = 0
+    end
   end
   r = r + 1 + 3 * n
   k = k + n

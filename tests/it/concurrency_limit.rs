@@ -2,7 +2,8 @@
 //! in one process (in-memory backend) and across instances that are separate processes on
 //! one Redis, counted by the handlers themselves; slots released on panic and on client
 //! disconnect, freed by their lease after an instance is killed (SIGKILL) while holding
-//! them; the failure policies when Redis is unavailable.
+//! them; the failure policies when Redis is unavailable; acquisitions answered after the
+//! deadline leave no slot behind; slot sets and buckets never share a key.
 //!
 //! Run with `-- --nocapture` to see the figures.
 
@@ -353,4 +354,118 @@ async fn futures_all(
         out.push(flux.acquire("k", limit).await);
     }
     out
+}
+
+/// A slot of `limit` for `k`, held; a refusal by the `Closed` policy (a deadline missed on a
+/// loaded machine, the breaker not yet closed again) is tried again, a refusal by Redis
+/// (max in flight) is a false 429.
+async fn admitted(flux: &Flux, limit: &ConcurrencyLimit) -> flux::concurrency::Slot {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        match flux.acquire("k", limit).await {
+            Ok(slot) => {
+                assert!(slot.is_held());
+                return slot;
+            }
+            Err(refused) if refused.source() == Source::FailClosed && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(refused) => panic!("refused by {:?}: {refused}", refused.source()),
+        }
+    }
+}
+
+/// Acquisitions that Redis ran after Flux's deadline had given up on them (a stall under
+/// load) leave no slot behind: each is released by its id in the background, so once Redis
+/// answers again the client has its full `max`, not false 429s for a whole lease (30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_acquisition_leaves_no_slot_behind() {
+    static TWO: ConcurrencyLimit = ConcurrencyLimit::new("late", 2);
+    let mut redis = RedisServer::start();
+    let flux = Flux::builder()
+        .redis(redis.url())
+        .deadline(Duration::from_millis(150))
+        .failure_policy(FailurePolicy::Closed)
+        .build()
+        .expect("valid");
+    // The connection is up and the script loaded.
+    drop(admitted(&flux, &TWO).await);
+    redis.pause();
+    let stalled = Instant::now();
+    // Six requests at once, each past its deadline: Redis holds them unanswered.
+    let late: Vec<_> = (0..6)
+        .map(|_| {
+            let flux = flux.clone();
+            tokio::spawn(async move { flux.acquire("k", &TWO).await.map(drop) })
+        })
+        .collect();
+    for task in late {
+        let refused = task.await.expect("task").expect_err("Redis is stopped");
+        assert_eq!(refused.source(), Source::FailClosed);
+    }
+    tokio::time::sleep(Duration::from_millis(200).saturating_sub(stalled.elapsed())).await;
+    redis.resume();
+    // Redis now runs the six acquisitions (two take a slot), then their releases.
+    let first = admitted(&flux, &TWO).await;
+    let second = admitted(&flux, &TWO).await;
+    assert!(flux.acquire("k", &TWO).await.is_err(), "max is still 2");
+    drop((first, second));
+}
+
+/// A rate limit and a concurrency limit of the same client never share a key, whatever
+/// their names: a rate limit `X:slots` beside a concurrency limit `X` once did (the bucket's
+/// string and the slot set's sorted set at one key, and `WRONGTYPE` for one or the other).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_concurrency_limits_never_share_a_key() {
+    static SLOTS: ConcurrencyLimit = ConcurrencyLimit::new("exports", 1);
+    static RATE: flux::Limit = flux::Limit::new("exports:slots", flux::Rate::per_hour::<100>());
+    let redis = RedisServer::start();
+    let flux = Flux::builder()
+        .redis(redis.url())
+        .deadline(Duration::from_secs(5))
+        .failure_policy(FailurePolicy::Closed)
+        .build()
+        .expect("valid");
+    let rate = std::slice::from_ref(&RATE);
+    // Either kind first.
+    let decision = flux
+        .try_check("k", rate)
+        .await
+        .expect("a bucket of its own");
+    assert!(decision.allowed);
+    let slot = flux
+        .acquire("k", &SLOTS)
+        .await
+        .expect("a slot set of its own");
+    let decision = flux
+        .try_check("k", rate)
+        .await
+        .expect("a bucket of its own");
+    assert_eq!((decision.allowed, decision.remaining), (true, 98));
+    assert!(flux.acquire("k", &SLOTS).await.is_err(), "the slot is held");
+    let set = redis.cli(&["TYPE", &redis.slot_set("flux", "k", "exports")]);
+    assert_eq!(set.trim(), "zset");
+    drop(slot);
+    let kinds = redis.cli(&["TYPE", &redis.bucket("flux", "k", "exports:slots")]);
+    assert_eq!(kinds.trim(), "string");
+    assert_eq!(redis.dbsize(), 2, "two keys");
+}
+
+/// A request dropped while its acquisition waits on Redis (the client went away, an outer
+/// timeout) leaves no slot behind either, though Redis runs the acquisition after the drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_acquisition_leaves_no_slot_behind() {
+    static ONE: ConcurrencyLimit = ConcurrencyLimit::new("dropped", 1);
+    let mut redis = RedisServer::start();
+    let flux = Flux::builder()
+        .redis(redis.url())
+        .deadline(Duration::from_secs(5))
+        .build()
+        .expect("valid");
+    drop(admitted(&flux, &ONE).await);
+    redis.pause();
+    let gave_up = tokio::time::timeout(Duration::from_millis(100), flux.acquire("k", &ONE)).await;
+    assert!(gave_up.is_err(), "Redis is stopped");
+    redis.resume();
+    drop(admitted(&flux, &ONE).await);
 }

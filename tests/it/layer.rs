@@ -373,8 +373,8 @@ async fn a_layer_s_slots_are_shared_by_every_instance_through_redis() {
     // Both slots are taken, one on each instance: either instance refuses a third.
     assert_eq!(export(one.clone(), "dave").await.0, 429);
     assert_eq!(export(two.clone(), "dave").await.0, 429);
-    let sets = redis.cli(&["KEYS", "layer-slots:*:slots"]);
-    assert!(sets.contains("layer-exports:slots"), "{sets}");
+    let sets = redis.cli(&["KEYS", "layer-slots:*#slots:*"]);
+    assert!(sets.contains("#slots:layer-exports"), "{sets}");
     gate.open.add_permits(2);
     assert_eq!(first.await.expect("task").0, 200);
     assert_eq!(second.await.expect("task").0, 200);
@@ -383,7 +383,7 @@ async fn a_layer_s_slots_are_shared_by_every_instance_through_redis() {
         while redis
             .cli(&[
                 "ZCARD",
-                &redis.bucket("layer-slots", "dave", "layer-exports:slots"),
+                &redis.slot_set("layer-slots", "dave", "layer-exports"),
             ])
             .trim()
             != "0"

@@ -198,6 +198,15 @@ impl RedisServer {
         format!("{prefix}:{{{}}}:{name}", crate::support::stored(client))
     }
 
+    /// The Redis key of `client`'s slot set of the concurrency limit `name` under `prefix`,
+    /// as [`RedisServer::bucket`] names buckets.
+    pub(crate) fn slot_set(&self, prefix: &str, client: &str, name: &str) -> String {
+        format!(
+            "{prefix}:{{{}}}#slots:{name}",
+            crate::support::stored(client)
+        )
+    }
+
     /// `redis://:PASSWORD@127.0.0.1:PORT/`, the password percent-encoded. Any password can be
     /// given, to test a wrong one too.
     pub(crate) fn url_with_password(&self, password: &str) -> String {

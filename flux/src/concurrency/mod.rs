@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -178,11 +178,10 @@ impl ConcurrencyLimit {
         self.metrics.get_or_init(Arc::default)
     }
 
-    /// The slot set's storage key: `<prefix>:{<client>}:<name>:slots`.
+    /// The slot set's storage key: `<prefix>:{<client>}#slots:<name>`, which no rate
+    /// limit's bucket can be (see `Key::slot_set`).
     fn storage_key(&self, prefix: &str, key: &Key) -> String {
-        let mut storage = key.bucket(prefix, &self.name);
-        storage.push_str(":slots");
-        storage
+        key.slot_set(prefix, &self.name)
     }
 }
 
@@ -314,15 +313,89 @@ impl Drop for Slot {
                 .slot(&held.storage, held.id, SlotOp::Release, held.lease);
             return;
         }
-        // No runtime: the lease frees the slot.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = held
-                    .flux
-                    .store()
-                    .slot(&held.storage, held.id, SlotOp::Release, held.lease)
-                    .await;
-            });
+        release_later(held.flux, held.storage, held.id, held.lease, false);
+    }
+}
+
+/// Most releases retried at once by this process; beyond that, slots are left to their
+/// lease (a long outage must not pile up tasks).
+const MAX_PENDING_RELEASES: usize = 10_000;
+/// Releases being retried now, process-wide.
+static PENDING_RELEASES: AtomicUsize = AtomicUsize::new(0);
+/// Attempts of one release, at most.
+const RELEASE_ATTEMPTS: u32 = 8;
+/// The wait before a release's second attempt; it doubles after each, up to
+/// [`RELEASE_RETRY_MAX`]: eight attempts span about 11 s.
+const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RELEASE_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long after an acquisition of unknown outcome a release that found nothing is tried
+/// again: the acquisition may still be on its way (queued behind a reconnection).
+const RELEASE_SETTLE: Duration = Duration::from_secs(2);
+
+/// Releases slot `id` of the store's slot set `storage` in the background, retrying a
+/// release that fails (up to [`RELEASE_ATTEMPTS`], with backoff, and never once the slot's
+/// lease has run out: the lease frees it then). `unsure`: the slot was being acquired
+/// when its answer was lost (a missed deadline, an error, a dropped request), so it may be
+/// held or not, or not yet: a release that finds nothing is tried again for
+/// [`RELEASE_SETTLE`]. Without a tokio runtime, or with [`MAX_PENDING_RELEASES`] already
+/// retrying, the lease frees the slot.
+fn release_later(flux: Flux, storage: Arc<str>, id: u64, lease: Duration, unsure: bool) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if PENDING_RELEASES.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_RELEASES {
+        PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(
+            target: "flux",
+            "too many concurrency slots being released: this one is left to its lease"
+        );
+        return;
+    }
+    runtime.spawn(async move {
+        release(&flux, &storage, id, lease, unsure).await;
+        PENDING_RELEASES.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// The attempts of [`release_later`].
+async fn release(flux: &Flux, storage: &str, id: u64, lease: Duration, unsure: bool) {
+    let started = tokio::time::Instant::now();
+    let mut wait = RELEASE_RETRY_FIRST;
+    for _ in 1..RELEASE_ATTEMPTS {
+        match flux.store().slot(storage, id, SlotOp::Release, lease).await {
+            Ok((true, _)) => return,
+            Ok((false, _)) if !unsure || started.elapsed() + wait > RELEASE_SETTLE => return,
+            // Not held (yet), or the release failed: again after `wait`.
+            Ok((false, _)) | Err(_) => {}
+        }
+        if started.elapsed() + wait >= lease {
+            return; // the lease frees it first
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(RELEASE_RETRY_MAX);
+    }
+    let _ = flux.store().slot(storage, id, SlotOp::Release, lease).await;
+}
+
+/// Until disarmed, releases (in the background) the remote slot an acquisition asked for:
+/// armed while the acquisition's answer is unknown, so that a missed deadline, an error or
+/// a dropped request future never leaves a slot taken in Redis with no holder.
+struct Acquiring<'a> {
+    flux: &'a Flux,
+    storage: &'a Arc<str>,
+    id: u64,
+    lease: Duration,
+    /// The call was made (a call the breaker skips never is).
+    sent: AtomicBool,
+    /// Redis' answer arrived: the slot was taken (its guard releases it) or refused.
+    answered: bool,
+}
+
+impl Drop for Acquiring<'_> {
+    fn drop(&mut self) {
+        if self.sent.load(Ordering::Relaxed) && !self.answered {
+            let storage = Arc::clone(self.storage);
+            release_later(self.flux.clone(), storage, self.id, self.lease, true);
         }
     }
 }
@@ -407,8 +480,24 @@ impl Flux {
         }
         let ticket = self.pass(key.slot());
         let op = SlotOp::Acquire { max: limit.max() };
-        let call = self.store().slot(&storage, id, op, limit.lease());
-        match self.guarded(ticket, policy, call).await {
+        // Sent and not answered (a missed deadline, an error, this future dropped): the
+        // slot may be taken in Redis, so `acquiring` releases it in the background.
+        let mut acquiring = Acquiring {
+            flux: self,
+            storage: &storage,
+            id,
+            lease: limit.lease(),
+            sent: AtomicBool::new(false),
+            answered: false,
+        };
+        let call = async {
+            acquiring.sent.store(true, Ordering::Relaxed);
+            self.store().slot(&storage, id, op, limit.lease()).await
+        };
+        let answer = self.guarded(ticket, policy, call).await;
+        acquiring.answered = answer.is_some();
+        drop(acquiring);
+        match answer {
             Some((true, _)) => return Ok((self.hold(storage, id, limit, true), Source::Backend)),
             Some((false, _)) => return Err(denied(Source::Backend)),
             None => {}

@@ -1,6 +1,7 @@
 //! Client keys and how they become storage keys.
 //!
-//! A bucket lives at `<prefix>:{<client key>}:<limit name>`. The braces are a Redis Cluster
+//! A bucket lives at `<prefix>:{<client key>}:<limit name>`, a concurrency limit's slot set at
+//! `<prefix>:{<client key>}#slots:<limit name>` (never a bucket's key). The braces are a Redis Cluster
 //! hash tag: every limit of one client hashes to one slot, so a multi-limit check is one
 //! legal, atomic script call on a cluster too. The client key comes from request data, which
 //! may be hostile, so it is stored verbatim only when it is short printable ASCII without
@@ -132,13 +133,27 @@ impl Key {
         usize::from(crc16_xmodem(self.0.as_bytes())) % SLOTS
     }
 
-    /// The storage key of this client's bucket for the limit `name`.
+    /// The storage key of this client's bucket for the limit `name`:
+    /// `<prefix>:{<client>}:<name>`.
     pub(crate) fn bucket(&self, prefix: &str, name: &str) -> String {
-        let mut key = String::with_capacity(prefix.len() + self.0.len() + name.len() + 4);
+        self.storage(prefix, "}:", name)
+    }
+
+    /// The storage key of this client's slot set for the concurrency limit `name`:
+    /// `<prefix>:{<client>}#slots:<name>`. A client key holds no `}`, so the character after
+    /// the hash tag tells the two kinds apart: no rate-limit name, whatever it holds, gives
+    /// the key of a slot set (nor the reverse), and both stay in the client's cluster slot.
+    pub(crate) fn slot_set(&self, prefix: &str, name: &str) -> String {
+        self.storage(prefix, "}#slots:", name)
+    }
+
+    fn storage(&self, prefix: &str, kind: &str, name: &str) -> String {
+        let mut key =
+            String::with_capacity(prefix.len() + self.0.len() + kind.len() + name.len() + 2);
         key.push_str(prefix);
         key.push_str(":{");
         key.push_str(&self.0);
-        key.push_str("}:");
+        key.push_str(kind);
         key.push_str(name);
         key
     }
@@ -399,6 +414,27 @@ mod tests {
                 proptest::prop_assert_ne!(ka, kb);
                 proptest::prop_assert_ne!(sa, sb);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// A rate limit and a concurrency limit never share a key, whatever their names (a
+        /// rate limit `X:slots` beside a concurrency limit `X` did), and both keep the
+        /// client's hash tag.
+        #[test]
+        fn buckets_and_slot_sets_never_collide(
+            client in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+            rate in "[:#a-z{}@ ]{0,12}",
+            slots in "[:#a-z{}@ ]{0,12}",
+        ) {
+            let key = Key::new(&client);
+            let (bucket, set) = (key.bucket("flux", &rate), key.slot_set("flux", &slots));
+            proptest::prop_assert_ne!(&bucket, &set);
+            proptest::prop_assert_ne!(key.bucket("flux", &format!("{slots}:slots")), set.clone());
+            proptest::prop_assert_ne!(key.bucket("flux", &format!("slots:{slots}")), set.clone());
+            let tagged = format!("flux:{{{key}}}");
+            proptest::prop_assert!(bucket.starts_with(&tagged));
+            proptest::prop_assert!(set.starts_with(&tagged));
         }
     }
 

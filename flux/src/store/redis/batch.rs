@@ -361,8 +361,7 @@ impl Round {
                     }
                     Err(backend(e))
                 }
-                Ok(value) => redis::from_redis_value::<Vec<i64>>(value)
-                    .map_err(|e| Error::Protocol(format!("unexpected script reply: {e}"))),
+                Ok(value) => Reply::parse(value),
             };
             split(values, &command.calls, answers);
         }
@@ -425,14 +424,73 @@ pub(super) fn single(call: &Call<'_>) -> (Id, redis::Cmd) {
     }
 }
 
-/// Hands each call its share of one command's reply.
+/// A script's reply: integers, except where `lua/gcra.lua` marks a check that failed (its
+/// read or write refused by Redis, `WRONGTYPE` say): that check's `taken` is Redis' error
+/// text.
+pub(super) struct Reply {
+    values: Vec<i64>,
+    /// The failed checks: where their share starts, and the error.
+    failed: Vec<(usize, String)>,
+}
+
+impl Reply {
+    pub(super) fn parse(value: redis::Value) -> Result<Reply, Error> {
+        let redis::Value::Array(items) = value else {
+            return Err(Error::Protocol(format!(
+                "unexpected script reply: {value:?}"
+            )));
+        };
+        let mut values = Vec::with_capacity(items.len());
+        let mut failed = Vec::new();
+        for item in items {
+            match item {
+                redis::Value::Int(v) => values.push(v),
+                redis::Value::BulkString(text) => {
+                    failed.push((values.len(), String::from_utf8_lossy(&text).into_owned()));
+                    values.push(0);
+                }
+                redis::Value::SimpleString(text) => {
+                    failed.push((values.len(), text));
+                    values.push(0);
+                }
+                other => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected value in a script reply: {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(Reply { values, failed })
+    }
+
+    /// The reply of one call: its values, or the error of its failed check.
+    pub(super) fn whole(self) -> Result<Vec<i64>, Error> {
+        match self.failed.into_iter().next() {
+            Some((_, text)) => Err(check_failed(&text)),
+            None => Ok(self.values),
+        }
+    }
+}
+
+/// The error of a check that failed inside the script, as Redis' own error reply to the
+/// command would have been: `WRONGTYPE Operation against a key ...` has code `WRONGTYPE`.
+fn check_failed(text: &str) -> Error {
+    let (code, detail) = match text.split_once(' ') {
+        Some((code, detail)) => (code, Some(detail.to_owned())),
+        None => (text, None),
+    };
+    backend(redis::make_extension_error(code.to_owned(), detail))
+}
+
+/// Hands each call its share of one command's reply: a check that failed inside the script
+/// gets its error, the others their values.
 fn split(
-    values: Result<Vec<i64>, Error>,
+    reply: Result<Reply, Error>,
     shares: &[(usize, Option<usize>)],
     answers: &mut [Option<Result<Vec<i64>, Error>>],
 ) {
-    let values = match values {
-        Ok(values) => values,
+    let reply = match reply {
+        Ok(reply) => reply,
         Err(e) => {
             for &(i, _) in shares {
                 answers[i] = Some(Err(e.clone()));
@@ -442,9 +500,10 @@ fn split(
     };
     if let [(i, _)] = shares {
         // The whole reply is this call's (its caller checks the length, as for any reply).
-        answers[*i] = Some(Ok(values));
+        answers[*i] = Some(reply.whole());
         return;
     }
+    let Reply { values, failed } = reply;
     let wanted: usize = shares.iter().map(|(_, n)| 1 + 3 * n.unwrap_or(0)).sum();
     if values.len() != wanted {
         let e = Error::Protocol(format!(
@@ -459,7 +518,67 @@ fn split(
     let mut at = 0;
     for &(i, n) in shares {
         let len = 1 + 3 * n.unwrap_or(0);
-        answers[i] = Some(Ok(values[at..at + len].to_vec()));
+        answers[i] = Some(match failed.iter().find(|(start, _)| *start == at) {
+            Some((_, text)) => Err(check_failed(text)),
+            None => Ok(values[at..at + len].to_vec()),
+        });
         at += len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    #[test]
+    fn a_failed_check_gets_its_error_and_the_others_their_values() {
+        let reply = Value::Array(vec![
+            Value::Int(1),
+            Value::Int(9),
+            Value::Int(0),
+            Value::Int(100),
+            Value::BulkString(b"WRONGTYPE Operation against a key".to_vec()),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(5),
+            Value::Int(7),
+        ]);
+        let mut answers = vec![None, None, None];
+        split(
+            Reply::parse(reply),
+            &[(2, Some(1)), (0, Some(2)), (1, Some(1))],
+            &mut answers,
+        );
+        assert_eq!(
+            answers[2].clone().map(Result::ok),
+            Some(Some(vec![1, 9, 0, 100]))
+        );
+        assert_eq!(
+            answers[1].clone().map(Result::ok),
+            Some(Some(vec![0, 0, 5, 7]))
+        );
+        let Some(Err(Error::Backend(e))) = &answers[0] else {
+            panic!("{:?}", answers[0]);
+        };
+        assert_eq!(e.code(), Some("WRONGTYPE"));
+        assert!(e.to_string().contains("Operation against a key"), "{e}");
+        // Alone, the whole reply is the check's.
+        let alone = Value::Array(vec![
+            Value::BulkString(b"OOM command not allowed".to_vec()),
+            Value::Int(0),
+            Value::Int(0),
+            Value::Int(0),
+        ]);
+        let Err(Error::Backend(e)) = Reply::parse(alone).and_then(Reply::whole) else {
+            panic!("not an error");
+        };
+        assert_eq!(e.code(), Some("OOM"));
     }
 }

@@ -26,7 +26,7 @@ use tokio::sync::OnceCell;
 
 pub(crate) use self::admin::Messages;
 pub use self::batch::set_one_call_batches;
-use self::batch::{Batcher, Call};
+use self::batch::{Batcher, Call, Reply};
 pub(crate) use self::nodes::NODE_CIRCUITS;
 use self::nodes::NodeMap;
 use self::redact::redact;
@@ -394,21 +394,22 @@ fn ensure_crypto_provider() {
 }
 
 /// One `EVALSHA` of `script` on a cluster connection, reloading the script after
-/// `NOSCRIPT`.
+/// `NOSCRIPT`. A check that failed inside the script is its error.
 async fn direct<C: redis::aio::ConnectionLike>(
     script: &redis::Script,
     cmd: &redis::Cmd,
     mut conn: C,
 ) -> Result<Vec<i64>, Error> {
-    match cmd.query_async::<Vec<i64>>(&mut conn).await {
+    let reply = match cmd.query_async::<redis::Value>(&mut conn).await {
         Err(e) if scripts::is_noscript(&e) => {
             script.load_async(&mut conn).await.map_err(backend)?;
-            cmd.query_async::<Vec<i64>>(&mut conn)
+            cmd.query_async::<redis::Value>(&mut conn)
                 .await
                 .map_err(backend)
         }
         other => other.map_err(backend),
-    }
+    }?;
+    Reply::parse(reply)?.whole()
 }
 
 /// The script's answer to one check: checks taken (0: denied; more than 1 only for a lease),

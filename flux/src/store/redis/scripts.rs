@@ -20,7 +20,9 @@ use crate::error::{BackendErrorKind, Error};
 /// KEYS: the bucket keys of every check, check after check (the keys of one check are those
 /// of one client, one hash tag). ARGV: `now` in µs or `""` (server `TIME`), then per check:
 /// its number of keys, then per key: emission interval, tolerance, increment (µs). Returns,
-/// check after check, `[allowed, (remaining, retry_after_us, reset_after_us) per key]`.
+/// check after check, `[allowed, (remaining, retry_after_us, reset_after_us) per key]`; a
+/// check whose read or write Redis refused has Redis' error text for `allowed` (and zeros),
+/// which `batch::Reply` turns into that check's error alone.
 pub(super) static GCRA: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_CODE));
 const GCRA_CODE: &str = include_str!("gcra.lua");
 
