@@ -209,9 +209,12 @@ async fn a_demoted_primary_behind_the_same_address() {
     let client = Client::start(&flux);
     warm_up(&client).await;
 
-    // The failover: A becomes B's replica, and the address leads to B, the new primary.
+    // The failover: A becomes B's replica, and a second later (a DNS record's time to
+    // live, a proxy's health check) the address leads to B, the new primary. Meanwhile the
+    // breaker opens on A's READONLY and probes every 500 ms.
     let fault = client.now();
     a.cli(&["REPLICAOF", "127.0.0.1", &b.port().to_string()]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     proxy.point_at(b.port());
     let healed = client.now();
     client.until_decided(healed, RECOVERY * 2).await;
@@ -305,4 +308,61 @@ async fn reset_connections() {
     let r = recovery(&client.samples(), fault, healed);
     report("(c) reset", &r);
     assert_recovered("(c) reset", &r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_heartbeat_recovers_from_a_black_hole() {
+    support::init_tracing();
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port()).await;
+    let local = |url: &str| {
+        Flux::builder()
+            .redis(url)
+            .key_prefix("partition")
+            .failure_policy(FailurePolicy::Local)
+            .build()
+            .expect("valid configuration")
+    };
+    // The instance behind the proxy, under steady traffic (its checks start its heartbeat),
+    // and another one straight on Redis.
+    let watched = local(&proxy.url());
+    let client = Client::start(&watched);
+    let other = local(&server.url());
+    let _ = other.check("other", &API).await;
+    let fleet_is = |n: u32, within: Duration| {
+        let watched = watched.clone();
+        async move {
+            let start = Instant::now();
+            while start.elapsed() < within {
+                if watched.health().fleet_instances == Some(n) {
+                    return Some(start.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None
+        }
+    };
+    assert!(
+        fleet_is(2, Duration::from_secs(5)).await.is_some(),
+        "two instances counted before the fault: {:?}",
+        watched.health().fleet_instances
+    );
+
+    proxy.black_hole_existing();
+    // A third instance joins during the fault: the watched one counts it only once its
+    // heartbeat reaches Redis again.
+    let third = local(&server.url());
+    let _ = third.check("third", &API).await;
+    let within = Duration::from_secs(5);
+    let seen = fleet_is(3, within).await;
+    drop(client);
+    println!(
+        "partition (b) black hole: the fleet heartbeat counts a new instance {} after the fault",
+        seen.map_or_else(|| "never".to_owned(), |d| format!("{} ms", d.as_millis()))
+    );
+    assert!(
+        seen.is_some(),
+        "the heartbeat did not count the third instance within {within:?}: {:?}",
+        watched.health().fleet_instances
+    );
 }

@@ -226,3 +226,71 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{BackendError, BackendErrorKind};
+
+    fn link(deadline_ms: u64) -> Link {
+        let client = redis::Client::open("redis://127.0.0.1:1/").expect("valid URL");
+        Link::new(
+            client,
+            Duration::from_millis(deadline_ms),
+            "127.0.0.1:1".into(),
+        )
+    }
+
+    fn reply(code: &str) -> Result<(), Error> {
+        Err(Error::Backend(BackendError::new(
+            BackendErrorKind::Server,
+            Some(code.to_owned()),
+            format!("{code} test"),
+            None,
+        )))
+    }
+
+    fn timeout() -> Result<(), Error> {
+        Err(Error::Timeout(Duration::from_millis(1)))
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_writes_gets_a_new_connection_at_most_every_interval() {
+        let link = link(10);
+        link.get().expect("a manager");
+        assert_eq!(link.generation(), 0);
+        link.observe(0, &reply("READONLY"));
+        assert_eq!(link.generation(), 1, "READONLY replaces the connection");
+        link.observe(1, &reply("MASTERDOWN"));
+        assert_eq!(link.generation(), 1, "not twice within the interval");
+        tokio::time::sleep(MIN_REPLACE_INTERVAL + Duration::from_millis(10)).await;
+        link.observe(0, &reply("LOADING"));
+        assert_eq!(
+            link.generation(),
+            1,
+            "a late answer of a replaced connection"
+        );
+        link.observe(1, &reply("WRONGTYPE"));
+        assert_eq!(link.generation(), 1, "other errors are answers");
+        link.observe(1, &reply("LOADING"));
+        assert_eq!(link.generation(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_replaced_after_misses_in_a_row() {
+        let link = link(10);
+        link.get().expect("a manager");
+        link.observe(0, &timeout());
+        link.observe(0, &timeout());
+        link.observe(0, &Ok(()));
+        std::thread::sleep(Duration::from_millis(15));
+        link.observe(0, &timeout());
+        assert_eq!(link.generation(), 0, "an answer between misses clears them");
+        link.observe(0, &timeout());
+        link.observe(0, &timeout());
+        assert_eq!(link.generation(), 0, "silent for less than a deadline");
+        std::thread::sleep(Duration::from_millis(15));
+        link.observe(0, &timeout());
+        assert_eq!(link.generation(), 1, "silent for a deadline, 4 misses");
+    }
+}
