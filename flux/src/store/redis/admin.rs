@@ -141,9 +141,7 @@ impl RedisStore {
         }
         let call = async {
             match &self.conn {
-                Conn::Single { link, .. } => {
-                    direct(&PEEK_SCRIPT, &cmd, link.get()?.manager.clone()).await
-                }
+                Conn::Single { link, .. } => direct(&PEEK_SCRIPT, &cmd, link.get()?.0).await,
                 Conn::Cluster { client, conn, .. } => {
                     let conn = conn
                         .get_or_try_init(|| client.get_async_connection())

@@ -88,7 +88,7 @@ async fn heartbeat(fleet: Weak<Fleet>, conn: BeatConn, key: String) {
             BeatConn::Single(link) => {
                 let generation = link.generation();
                 let call = async {
-                    let mut manager = link.get()?.manager.clone();
+                    let (mut manager, _) = link.get()?;
                     cmd.query_async::<Vec<i64>>(&mut manager)
                         .await
                         .map_err(super::backend)

@@ -52,6 +52,24 @@ pub(crate) const MIN_REPLACE_INTERVAL: Duration = Duration::from_millis(250);
 /// connection is replaced when a call meets one.
 pub(crate) const HEALING_CODES: [&str; 3] = ["READONLY", "MASTERDOWN", "LOADING"];
 
+/// Which of [`HEALING_CODES`] an error reply carries: as its code, or (Redis before 7, where
+/// an error inside a script comes back as `ERR Error running script ...: -READONLY You
+/// can't write ...`) inside the script's error.
+fn healing_code(e: &crate::error::BackendError) -> Option<&'static str> {
+    if let Some(code) = e.code() {
+        if let Some(&known) = HEALING_CODES.iter().find(|&&c| c == code) {
+            return Some(known);
+        }
+        if code != "ERR" {
+            return None;
+        }
+    }
+    let message = e.to_string();
+    HEALING_CODES
+        .into_iter()
+        .find(|code| message.contains(&format!("-{code} ")))
+}
+
 /// The TCP settings of every connection Flux opens: keepalive (probes after
 /// [`KEEPALIVE_TIME`] idle, every [`KEEPALIVE_INTERVAL`], [`KEEPALIVE_RETRIES`] of them) and a
 /// user timeout of as long.
@@ -67,9 +85,9 @@ pub(super) fn tcp_settings() -> TcpSettings {
 }
 
 /// The connection in use, and which one it is (counting replacements).
-pub(super) struct Current {
-    pub(super) manager: ConnectionManager,
-    pub(super) generation: u64,
+struct Current {
+    manager: ConnectionManager,
+    generation: u64,
 }
 
 /// The connection to one Redis, replaced when it fails in a way a new one can cure.
@@ -109,10 +127,11 @@ impl Link {
         &self.client
     }
 
-    /// The connection to use now.
-    pub(super) fn get(&self) -> Result<Arc<Current>, Error> {
-        if let Some(current) = self.current.load_full() {
-            return Ok(current);
+    /// The connection to use now, and its generation (how many replacements preceded it).
+    pub(super) fn get(&self) -> Result<(ConnectionManager, u64), Error> {
+        // The hot path: a load and a clone of the manager, no reference count on `Current`.
+        if let Some(current) = &*self.current.load() {
+            return Ok((current.manager.clone(), current.generation));
         }
         let fresh = Arc::new(Current {
             manager: self.manager()?,
@@ -121,10 +140,8 @@ impl Link {
         let previous = self
             .current
             .compare_and_swap(&None::<Arc<Current>>, Some(Arc::clone(&fresh)));
-        Ok(match &*previous {
-            Some(theirs) => Arc::clone(theirs),
-            None => fresh,
-        })
+        let current = previous.as_ref().unwrap_or(&fresh);
+        Ok((current.manager.clone(), current.generation))
     }
 
     /// How many times the connection was replaced.
@@ -178,7 +195,7 @@ impl Link {
                 }
             }
             Err(Error::Backend(e)) => {
-                if let Some(code) = e.code().filter(|c| HEALING_CODES.contains(c)) {
+                if let Some(code) = healing_code(e) {
                     self.replace(generation, &format_args!("it answered {code}"));
                 } else if e.kind() == crate::error::BackendErrorKind::Server {
                     // An error reply is an answer: the connection is alive.
@@ -274,6 +291,27 @@ mod tests {
         assert_eq!(link.generation(), 1, "other errors are answers");
         link.observe(1, &reply("LOADING"));
         assert_eq!(link.generation(), 2);
+    }
+
+    #[test]
+    fn a_script_s_write_refused_by_a_replica_of_redis_6_is_recognised() {
+        let wrapped = BackendError::new(
+            BackendErrorKind::Server,
+            Some("ERR".to_owned()),
+            "ERR Error running script (call to f_7965b3067f66bd3eafbe40deab2e70dae75529f3): \
+             @user_script:88: @user_script: 88: -READONLY You can't write against a read only \
+             replica."
+                .to_owned(),
+            None,
+        );
+        assert_eq!(healing_code(&wrapped), Some("READONLY"));
+        let other = BackendError::new(
+            BackendErrorKind::Server,
+            Some("WRONGTYPE".to_owned()),
+            "WRONGTYPE -READONLY ".to_owned(),
+            None,
+        );
+        assert_eq!(healing_code(&other), None);
     }
 
     #[tokio::test]

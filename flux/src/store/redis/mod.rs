@@ -228,11 +228,8 @@ impl RedisStore {
     async fn run(&self, call: Call<'_>) -> Result<Vec<i64>, Error> {
         match &self.conn {
             Conn::Single { link, batcher } => {
-                let current = link.get()?;
-                let conn = current.manager.clone();
-                batcher
-                    .run(call, conn, current.generation, &self.scripts)
-                    .await
+                let (conn, generation) = link.get()?;
+                batcher.run(call, conn, generation, &self.scripts).await
             }
             Conn::Cluster {
                 client,
@@ -359,7 +356,7 @@ impl RedisStore {
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
         match &self.conn {
             Conn::Single { link, .. } => cmd
-                .query_async::<T>(&mut link.get()?.manager.clone())
+                .query_async::<T>(&mut link.get()?.0)
                 .await
                 .map_err(backend),
             Conn::Cluster { client, conn, .. } => {
