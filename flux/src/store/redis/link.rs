@@ -28,6 +28,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
 
 use crate::error::{ConfigOption, Error};
+use crate::telemetry;
 
 /// How long one attempt to open a connection may take (TLS handshakes included). Checks
 /// never wait for it longer than their own deadline.
@@ -49,15 +50,19 @@ pub(crate) const SILENT_MISSES: u32 = 3;
 pub(crate) const MIN_REPLACE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Error codes that mean "this server will not take the checks' writes, another may": the
-/// connection is replaced when a call meets one.
-pub(crate) const HEALING_CODES: [&str; 3] = ["READONLY", "MASTERDOWN", "LOADING"];
+/// connection is replaced when a call meets one. With the `reason` label of each.
+pub(crate) const HEALING_CODES: [(&str, &str); 3] = [
+    ("READONLY", "readonly"),
+    ("MASTERDOWN", "masterdown"),
+    ("LOADING", "loading"),
+];
 
 /// Which of [`HEALING_CODES`] an error reply carries: as its code, or (Redis before 7, where
 /// an error inside a script comes back as `ERR Error running script ...: -READONLY You
 /// can't write ...`) inside the script's error.
-fn healing_code(e: &crate::error::BackendError) -> Option<&'static str> {
+fn healing_code(e: &crate::error::BackendError) -> Option<(&'static str, &'static str)> {
     if let Some(code) = e.code() {
-        if let Some(&known) = HEALING_CODES.iter().find(|&&c| c == code) {
+        if let Some(&known) = HEALING_CODES.iter().find(|(c, _)| *c == code) {
             return Some(known);
         }
         if code != "ERR" {
@@ -67,7 +72,7 @@ fn healing_code(e: &crate::error::BackendError) -> Option<&'static str> {
     let message = e.to_string();
     HEALING_CODES
         .into_iter()
-        .find(|code| message.contains(&format!("-{code} ")))
+        .find(|(code, _)| message.contains(&format!("-{code} ")))
 }
 
 /// The TCP settings of every connection Flux opens: keepalive (probes after
@@ -188,15 +193,13 @@ impl Link {
                 }
                 let silent = now.saturating_sub(self.silent_since.load(Ordering::Acquire));
                 if misses >= SILENT_MISSES && silent >= self.deadline.as_micros() as u64 {
-                    self.replace(
-                        generation,
-                        &format_args!("{misses} calls in a row unanswered"),
-                    );
+                    let why = format_args!("{misses} calls in a row unanswered");
+                    self.replace(generation, "silent", &why);
                 }
             }
             Err(Error::Backend(e)) => {
-                if let Some(code) = healing_code(e) {
-                    self.replace(generation, &format_args!("it answered {code}"));
+                if let Some((code, reason)) = healing_code(e) {
+                    self.replace(generation, reason, &format_args!("it answered {code}"));
                 } else if e.kind() == crate::error::BackendErrorKind::Server {
                     // An error reply is an answer: the connection is alive.
                     self.answered();
@@ -214,7 +217,7 @@ impl Link {
 
     /// Drops connection `generation` for a fresh manager (which dials on first use), unless
     /// it was replaced already or was replaced less than [`MIN_REPLACE_INTERVAL`] ago.
-    fn replace(&self, generation: u64, why: &dyn std::fmt::Display) {
+    fn replace(&self, generation: u64, reason: &'static str, why: &dyn std::fmt::Display) {
         let now = self.now();
         let last = self.replaced.load(Ordering::Acquire);
         if (last != 0 && now.saturating_sub(last) < MIN_REPLACE_INTERVAL.as_micros() as u64)
@@ -234,6 +237,7 @@ impl Link {
             generation: generation + 1,
         })));
         self.misses.store(0, Ordering::Release);
+        telemetry::redis_reconnect(reason);
         // Once per incident at WARN (a failover is worth a line); a server that keeps
         // failing replaces its connection up to 4 times a second, logged at DEBUG.
         if last == 0 || now.saturating_sub(last) > 60_000_000 {
@@ -304,7 +308,7 @@ mod tests {
                 .to_owned(),
             None,
         );
-        assert_eq!(healing_code(&wrapped), Some("READONLY"));
+        assert_eq!(healing_code(&wrapped), Some(("READONLY", "readonly")));
         let other = BackendError::new(
             BackendErrorKind::Server,
             Some("WRONGTYPE".to_owned()),
