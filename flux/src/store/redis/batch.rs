@@ -112,10 +112,11 @@ impl Batcher {
         for _ in 0..2 {
             let sender = {
                 let mut slot = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                // A replaced connection's task ends once its queue is dropped.
+                // A replaced connection's task ends once its queue is dropped; a call that
+                // took the connection before it was replaced joins the new one's task.
                 match slot
                     .as_ref()
-                    .filter(|(g, tx)| *g == generation && !tx.is_closed())
+                    .filter(|(g, tx)| *g >= generation && !tx.is_closed())
                 {
                     Some((_, tx)) => tx.clone(),
                     None => {
