@@ -1,6 +1,7 @@
 //! Operating Flux, over real TCP and a real Redis: the metrics match what clients saw, shadow
 //! mode never denies, exemptions never reach Redis, and an outage shows in the fallback
-//! counters, the breaker gauge and the health report, then clears.
+//! counters, the breaker gauge and the health report, then clears; a demoted primary shows
+//! in the reconnect counter.
 //!
 //! One Prometheus recorder serves the whole test binary (the `metrics` facade has one global
 //! recorder), so each test uses limit names of its own and reads only its own series. One
@@ -455,4 +456,33 @@ async fn rotating_keys_stay_under_the_memory_cap_and_evictions_are_counted() {
         sum(&metrics, "flux_memory_evictions_total", &[]) >= evicted as f64,
         "every eviction is counted: {evicted} evicted"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_primary_shows_as_a_reconnect() {
+    static DEMOTED: flux::Limit = flux::Limit::new("ops-demoted", flux::Rate::per_second::<100>());
+    let metrics = prometheus();
+    let primary = RedisServer::start();
+    let replica_of = RedisServer::start();
+    let flux = Flux::builder()
+        .redis(primary.url())
+        .key_prefix("ops-demoted")
+        .failure_policy(FailurePolicy::Closed)
+        .build()
+        .expect("valid configuration");
+    assert!(flux.check("a", &DEMOTED).await.allowed);
+    primary.cli(&["REPLICAOF", "127.0.0.1", &replica_of.port().to_string()]);
+    let readonly = || {
+        sum(
+            &parse_metrics(&metrics.render()),
+            "flux_redis_reconnects_total",
+            &[("reason", "readonly")],
+        )
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while readonly() < 1.0 && Instant::now() < until {
+        let _ = flux.check("a", &DEMOTED).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(readonly() >= 1.0, "{}", metrics.render());
 }

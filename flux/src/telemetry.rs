@@ -189,6 +189,16 @@ pub(crate) fn backend_error(error: &Error) {
     counter!(BACKEND_ERRORS, "kind" => error_kind(error)).increment(1);
 }
 
+/// `flux_redis_reconnects_total`: connections to a single Redis replaced because they could
+/// not serve the checks, by `reason`: `readonly`, `masterdown`, `loading` (the error code a
+/// call met) or `silent` (missed deadlines in a row).
+pub(crate) const REDIS_RECONNECTS: &str = "flux_redis_reconnects_total";
+
+/// Counts one replaced connection (see [`REDIS_RECONNECTS`]).
+pub(crate) fn redis_reconnect(reason: &'static str) {
+    counter!(REDIS_RECONNECTS, "reason" => reason).increment(1);
+}
+
 /// The `kind` label of a failed call: `timeout`, `connection`, `script` or `other`.
 pub(crate) fn error_kind(error: &Error) -> &'static str {
     match error {

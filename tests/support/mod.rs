@@ -40,6 +40,7 @@
 mod cluster;
 mod flood;
 mod instance;
+pub(crate) mod proxy;
 mod server;
 
 #[allow(unused_imports)] // Each test file uses only part of the harness.

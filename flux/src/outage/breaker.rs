@@ -5,6 +5,10 @@
 //! outage costs requests nothing. Every `probe_interval` one check is let through as a
 //! probe (half-open); its success closes the breaker, its failure keeps it open. Each change
 //! of state is logged once.
+//!
+//! The probe is a check itself, a script call that writes: its success proves that checks
+//! would succeed, where a `PING` would not (a server demoted to a replica answers `PING` and
+//! refuses every write with `READONLY`; the store replaces such a connection).
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};

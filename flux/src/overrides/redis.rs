@@ -102,6 +102,9 @@ pub(crate) async fn watch(
     changed: impl Fn() + Send + Sync + 'static,
 ) {
     let mut messages: Option<Messages> = None;
+    // The store's connection when subscribing: once it is replaced (a failover, a black
+    // hole), the subscription may be on the server the checks left, so it is made again.
+    let mut subscribed = 0;
     let mut registered_all: Option<Instant> = None;
     let mut failing = false;
     let channel = overrides_key(&prefix);
@@ -113,8 +116,9 @@ pub(crate) async fn watch(
             let Some(redis) = store.redis() else {
                 return;
             };
-            if messages.is_none() {
+            if messages.is_none() || subscribed != redis.generation() {
                 // Subscribe before reading, so that no change falls between the two.
+                subscribed = redis.generation();
                 messages = redis.subscribe(&channel).await.ok();
             }
             match read(redis, &prefix, &overrides).await {

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::Stream;
-use redis::FromRedisValue;
+use redis::{FromRedisValue, IntoConnectionInfo};
 
 use super::{Conn, RedisStore, backend, direct};
 use crate::error::{ConfigOption, Error};
@@ -59,11 +59,16 @@ pub(crate) type Messages = std::pin::Pin<Box<dyn Stream<Item = ()> + Send>>;
 impl RedisStore {
     /// Runs `cmd` within [`ADMIN_DEADLINE`], outside the breaker and the check metrics.
     async fn admin<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
+        let generation = self.generation();
         let call = self.query::<T>(cmd);
         let result = tokio::time::timeout(ADMIN_DEADLINE, call)
             .await
             .map_err(|_| Error::Timeout(ADMIN_DEADLINE))
             .and_then(|r| r);
+        // They heal the connection as checks do (a watcher reading from a demoted primary).
+        if let Some(link) = self.link() {
+            link.observe(generation, &result);
+        }
         // These calls share the checks' connection: a lost one puts the scripts in doubt as
         // a failed check does.
         if let Err(e) = &result {
@@ -136,9 +141,7 @@ impl RedisStore {
         }
         let call = async {
             match &self.conn {
-                Conn::Single {
-                    client, manager, ..
-                } => direct(&PEEK_SCRIPT, &cmd, self.manager(client, manager)?).await,
+                Conn::Single { link, .. } => direct(&PEEK_SCRIPT, &cmd, link.get()?.0).await,
                 Conn::Cluster { client, conn, .. } => {
                     let conn = conn
                         .get_or_try_init(|| client.get_async_connection())
@@ -178,10 +181,13 @@ impl RedisStore {
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<Messages, Error> {
         use futures_util::StreamExt;
         let clients = match &self.conn {
-            Conn::Single { client, .. } => vec![client.clone()],
+            Conn::Single { link, .. } => vec![link.client().clone()],
             Conn::Cluster { urls, .. } => urls
                 .iter()
-                .filter_map(|u| redis::Client::open(u.as_str()).ok())
+                .filter_map(|u| {
+                    let info = u.as_str().into_connection_info().ok()?;
+                    redis::Client::open(info.set_tcp_settings(super::link::tcp_settings())).ok()
+                })
                 .collect(),
         };
         let mut last = Error::config(ConfigOption::RedisCluster, "no Redis node to subscribe to");

@@ -63,7 +63,8 @@ pub fn set_one_call_batches(on: bool) {
 
 /// The batching of one connection: the queue of its batch task, and the calls in flight.
 pub(super) struct Batcher {
-    queue: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    /// The batch task's queue, and the generation of the connection it sends on.
+    queue: Mutex<Option<(u64, mpsc::UnboundedSender<Job>)>>,
     /// Calls in flight: a call that finds none goes straight to the connection (a batch
     /// would only add a hop); concurrent ones are batched by the batch task.
     inflight: AtomicUsize,
@@ -83,6 +84,7 @@ impl Batcher {
         &self,
         call: Call<'_>,
         mut conn: ConnectionManager,
+        generation: u64,
         cache: &Arc<Cache>,
     ) -> Result<Vec<i64>, Error> {
         let flight = InFlight::enter(&self.inflight);
@@ -90,7 +92,8 @@ impl Batcher {
             let mut answers = send(std::slice::from_ref(&call), &mut conn, cache).await;
             answers.pop().unwrap_or_else(|| Err(lost()))
         } else {
-            self.batched(call.into_owned(), conn, cache).await
+            self.batched(call.into_owned(), conn, generation, cache)
+                .await
         }
     }
 
@@ -101,6 +104,7 @@ impl Batcher {
         &self,
         call: Call<'static>,
         conn: ConnectionManager,
+        generation: u64,
         cache: &Arc<Cache>,
     ) -> Result<Vec<i64>, Error> {
         let (reply, answer) = oneshot::channel();
@@ -108,12 +112,17 @@ impl Batcher {
         for _ in 0..2 {
             let sender = {
                 let mut slot = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-                match slot.as_ref().filter(|tx| !tx.is_closed()) {
-                    Some(tx) => tx.clone(),
+                // A replaced connection's task ends once its queue is dropped; a call that
+                // took the connection before it was replaced joins the new one's task.
+                match slot
+                    .as_ref()
+                    .filter(|(g, tx)| *g >= generation && !tx.is_closed())
+                {
+                    Some((_, tx)) => tx.clone(),
                     None => {
                         let (tx, rx) = mpsc::unbounded_channel();
                         tokio::spawn(run_batches(rx, conn.clone(), Arc::clone(cache)));
-                        *slot = Some(tx.clone());
+                        *slot = Some((generation, tx.clone()));
                         tx
                     }
                 }

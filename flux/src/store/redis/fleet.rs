@@ -4,9 +4,9 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::cluster_async::ClusterConnection;
 
+use super::link::Link;
 use super::{Conn, RedisStore};
 use crate::outage::fleet::Fleet;
 
@@ -25,9 +25,10 @@ pub(crate) const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// drop a live instance from the count; an instance that stopped drops out within this.
 pub(crate) const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
 
-/// The connection the heartbeat task uses: a clone of the checks' own.
+/// The connection the heartbeat task uses: the checks' own (on a single Redis, whichever
+/// it is at each beat, and healed by the beats' failures as by the checks').
 enum BeatConn {
-    Single(ConnectionManager),
+    Single(Arc<Link>),
     Cluster(ClusterConnection),
 }
 
@@ -43,12 +44,7 @@ impl RedisStore {
             return;
         };
         let conn = match &self.conn {
-            Conn::Single {
-                client, manager, ..
-            } => match self.manager(client, manager) {
-                Ok(manager) => BeatConn::Single(manager),
-                Err(_) => return,
-            },
+            Conn::Single { link, .. } => BeatConn::Single(Arc::clone(link)),
             Conn::Cluster { conn, .. } => match conn.get() {
                 Some(conn) => BeatConn::Cluster(conn.clone()),
                 None => return,
@@ -88,13 +84,31 @@ async fn heartbeat(fleet: Weak<Fleet>, conn: BeatConn, key: String) {
         };
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(FLEET_SCRIPT).arg(1).arg(&key).arg(id).arg(ttl);
-        let call = async {
-            match &conn {
-                BeatConn::Single(c) => cmd.query_async::<Vec<i64>>(&mut c.clone()).await,
-                BeatConn::Cluster(c) => cmd.query_async::<Vec<i64>>(&mut c.clone()).await,
+        let reply = match &conn {
+            BeatConn::Single(link) => {
+                let generation = link.generation();
+                let call = async {
+                    let (mut manager, _) = link.get()?;
+                    cmd.query_async::<Vec<i64>>(&mut manager)
+                        .await
+                        .map_err(super::backend)
+                };
+                let reply = tokio::time::timeout(HEARTBEAT_EVERY, call)
+                    .await
+                    .unwrap_or(Err(crate::error::Error::Timeout(HEARTBEAT_EVERY)));
+                link.observe(generation, &reply);
+                reply.ok()
+            }
+            BeatConn::Cluster(c) => {
+                let mut c = c.clone();
+                let call = cmd.query_async::<Vec<i64>>(&mut c);
+                tokio::time::timeout(HEARTBEAT_EVERY, call)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             }
         };
-        if let Ok(Ok(reply)) = tokio::time::timeout(HEARTBEAT_EVERY, call).await
+        if let Some(reply) = reply
             && let (Some(&live), Some(fleet)) = (reply.first(), fleet.upgrade())
         {
             fleet.record(u32::try_from(live).unwrap_or(u32::MAX));

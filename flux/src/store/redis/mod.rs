@@ -11,15 +11,16 @@
 pub(crate) mod admin;
 mod batch;
 mod fleet;
+mod link;
 mod nodes;
 mod redact;
 mod scripts;
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::IntoConnectionInfo;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::OnceCell;
@@ -27,6 +28,7 @@ use tokio::sync::OnceCell;
 pub(crate) use self::admin::Messages;
 pub use self::batch::set_one_call_batches;
 use self::batch::{Batcher, Call, Reply};
+use self::link::{CONNECT_TIMEOUT, Link};
 pub(crate) use self::nodes::NODE_CIRCUITS;
 use self::nodes::NodeMap;
 use self::redact::redact;
@@ -54,9 +56,8 @@ pub(crate) struct RedisStore {
 
 enum Conn {
     Single {
-        client: redis::Client,
-        /// Made on first use, inside the runtime (building a `Flux` needs none).
-        manager: OnceLock<ConnectionManager>,
+        /// The connection, replaced when it fails in a way a new one can cure.
+        link: Arc<Link>,
         batcher: Batcher,
     },
     Cluster {
@@ -71,25 +72,25 @@ enum Conn {
     },
 }
 
-/// How long one attempt to open a connection may take (TLS handshakes included). Checks
-/// never wait for it longer than their own deadline.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 impl RedisStore {
     /// A store for one Redis at `url`, whose calls take at most `deadline`; connects
     /// lazily, on first use.
     pub(crate) fn single(url: &str, deadline: Duration) -> Result<RedisStore, Error> {
         ensure_crypto_provider();
         let display = redact(url);
-        let client = redis::Client::open(url).map_err(|e| {
+        let invalid = |e: redis::RedisError| {
             Error::config(
                 ConfigOption::RedisUrl,
                 format!("invalid Redis URL {display}: {e}"),
             )
-        })?;
+        };
+        let info = url
+            .into_connection_info()
+            .map_err(invalid)?
+            .set_tcp_settings(link::tcp_settings());
+        let client = redis::Client::open(info).map_err(invalid)?;
         let conn = Conn::Single {
-            client,
-            manager: OnceLock::new(),
+            link: Arc::new(Link::new(client, deadline, display.clone())),
             batcher: Batcher::new(),
         };
         Ok(RedisStore::new(conn, deadline, display))
@@ -117,35 +118,6 @@ impl RedisStore {
         &self.at_rest
     }
 
-    fn manager(
-        &self,
-        client: &redis::Client,
-        cell: &OnceLock<ConnectionManager>,
-    ) -> Result<ConnectionManager, Error> {
-        if let Some(manager) = cell.get() {
-            return Ok(manager.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            // Flux puts its own deadline on every call (checks never wait for a reconnection
-            // longer than that). A lost connection is re-dialled in the background for about
-            // a second (20 ms, 40 ms, ... capped at 250 ms), so that a Redis that comes back
-            // is connected before the breaker's next probe; after that, the next failed call
-            // starts another round.
-            .set_response_timeout(None)
-            .set_number_of_retries(6)
-            .set_min_delay(Duration::from_millis(20))
-            .set_max_delay(Duration::from_millis(250));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| {
-                Error::config(
-                    ConfigOption::RedisUrl,
-                    format!("cannot set up the Redis client for {}: {e}", self.display),
-                )
-            })?;
-        Ok(cell.get_or_init(|| manager).clone())
-    }
-
     /// A store for a Redis Cluster reached through any of `urls`; connects on first use.
     /// Its calls fall into one circuit of `breaker` (made with [`NODE_CIRCUITS`]) per
     /// master: a lost master fails only its own slots.
@@ -164,6 +136,7 @@ impl RedisStore {
         );
         let client = ClusterClient::builder(urls.iter().map(String::as_str))
             .connection_timeout(CONNECT_TIMEOUT)
+            .tcp_settings(link::tcp_settings())
             .build()
             .map_err(|e| {
                 Error::config(
@@ -236,10 +209,14 @@ impl RedisStore {
     /// Makes one script call within the deadline, recording its time and errors.
     async fn call(&self, call: Call<'_>) -> Result<Vec<i64>, Error> {
         let started = std::time::Instant::now();
+        let generation = self.link().map(|link| link.generation());
         let result = match tokio::time::timeout(self.deadline, self.run(call)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Timeout(self.deadline)),
         };
+        if let (Some(link), Some(generation)) = (self.link(), generation) {
+            link.observe(generation, &result);
+        }
         telemetry::backend_call(&self.metrics, started.elapsed());
         if let Err(e) = &result {
             telemetry::backend_error(e);
@@ -250,13 +227,9 @@ impl RedisStore {
 
     async fn run(&self, call: Call<'_>) -> Result<Vec<i64>, Error> {
         match &self.conn {
-            Conn::Single {
-                client,
-                manager,
-                batcher,
-            } => {
-                let conn = self.manager(client, manager)?;
-                batcher.run(call, conn, &self.scripts).await
+            Conn::Single { link, batcher } => {
+                let (conn, generation) = link.get()?;
+                batcher.run(call, conn, generation, &self.scripts).await
             }
             Conn::Cluster {
                 client,
@@ -284,6 +257,20 @@ impl RedisStore {
                 direct(id.script(), &cmd, conn.clone()).await
             }
         }
+    }
+
+    /// The connection of a single Redis (`None` on a cluster, whose client heals its own).
+    fn link(&self) -> Option<&Arc<Link>> {
+        match &self.conn {
+            Conn::Single { link, .. } => Some(link),
+            Conn::Cluster { .. } => None,
+        }
+    }
+
+    /// How many times the connection to a single Redis was replaced (0 on a cluster): a
+    /// subscription made before a replacement may be on the server the checks left.
+    pub(crate) fn generation(&self) -> u64 {
+        self.link().map_or(0, |link| link.generation())
     }
 
     /// The circuit of the calls for a client key in hash slot `slot` (on a cluster, its
@@ -368,10 +355,8 @@ impl RedisStore {
     /// Runs `cmd` on the checks' connection (outside the batch, with no deadline of its own).
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Error> {
         match &self.conn {
-            Conn::Single {
-                client, manager, ..
-            } => cmd
-                .query_async::<T>(&mut self.manager(client, manager)?)
+            Conn::Single { link, .. } => cmd
+                .query_async::<T>(&mut link.get()?.0)
                 .await
                 .map_err(backend),
             Conn::Cluster { client, conn, .. } => {
