@@ -484,6 +484,14 @@ impl Reply {
 /// The error of a check that failed inside the script, as Redis' own error reply to the
 /// command would have been: `WRONGTYPE Operation against a key ...` has code `WRONGTYPE`.
 fn check_failed(text: &str) -> Error {
+    let text = text.trim_end();
+    // Redis before 7 prefixes an error raised inside a script with where it was raised,
+    // and keeps the reply's dash: `@user_script:1: -READONLY You can't write ...`.
+    let text = match text.find(" -") {
+        Some(at) if text.starts_with('@') => &text[at + 2..],
+        _ => text,
+    };
+    let text = text.trim_start_matches('-');
     let (code, detail) = match text.split_once(' ') {
         Some((code, detail)) => (code, Some(detail.to_owned())),
         None => (text, None),
@@ -539,6 +547,20 @@ fn split(
 mod tests {
     use super::*;
     use redis::Value;
+
+    #[test]
+    fn a_check_s_error_has_redis_code_on_every_version() {
+        // Redis 7, and Redis 6.2 (where the script's position and the dash stay in).
+        for text in [
+            "READONLY You can't write against a read only replica.",
+            "@user_script:1: -READONLY You can't write against a read only replica.\r\n",
+        ] {
+            let Error::Backend(e) = check_failed(text) else {
+                panic!("{text:?}: a backend error");
+            };
+            assert_eq!(e.code(), Some("READONLY"), "{text:?}");
+        }
+    }
 
     #[test]
     fn a_failed_check_gets_its_error_and_the_others_their_values() {
