@@ -32,15 +32,20 @@ fn flux_bin() -> &'static PathBuf {
     })
 }
 
-/// Runs `flux ARGS` against `url`: exit success, stdout, stderr.
-fn flux(url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(flux_bin())
+/// Runs `flux ARGS` against `url`.
+fn run(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(flux_bin())
         .args(args)
         .env_remove("FLUX_REDIS_CLUSTER")
         .env_remove("FLUX_KEY_PREFIX")
         .env("FLUX_REDIS_URL", url)
         .output()
-        .expect("run flux");
+        .expect("run flux")
+}
+
+/// Runs `flux ARGS` against `url`: exit success, stdout, stderr.
+fn flux(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = run(url, args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -228,13 +233,7 @@ async fn errors_name_their_cause_and_exit_non_zero() {
 /// Runs `flux ARGS` against `url`, which must refuse them as the tool's own error: exit
 /// status 1 and one `flux: ...` message on stderr. Returns that message.
 fn refused(url: &str, args: &[&str]) -> String {
-    let out = Command::new(flux_bin())
-        .args(args)
-        .env_remove("FLUX_REDIS_CLUSTER")
-        .env_remove("FLUX_KEY_PREFIX")
-        .env("FLUX_REDIS_URL", url)
-        .output()
-        .expect("run flux");
+    let out = run(url, args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "flux {args:?}: {stderr}");
     assert!(stderr.starts_with("flux: "), "flux {args:?}: {stderr}");

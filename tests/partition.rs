@@ -193,6 +193,16 @@ fn assert_recovered(scenario: &str, r: &Recovery) {
     );
 }
 
+/// Waits for the client's checks to be decided again after `healed` (the fault began at
+/// `fault`), watches them for two more seconds, prints the figures and asserts the recovery.
+async fn judge(client: &Client, scenario: &str, fault: Duration, healed: Duration) {
+    client.until_decided(healed, RECOVERY * 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = recovery(&client.samples(), fault, healed);
+    report(scenario, &r);
+    assert_recovered(scenario, &r);
+}
+
 /// Warms the client up: every check decided by Redis for a second.
 async fn warm_up(client: &Client) {
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -221,12 +231,7 @@ async fn a_demoted_primary_behind_the_same_address() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     proxy.point_at(b.port());
     let healed = client.now();
-    client.until_decided(healed, RECOVERY * 2).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let r = recovery(&client.samples(), fault, healed);
-    report("(a) demoted primary", &r);
-    assert_recovered("(a) demoted primary", &r);
+    judge(&client, "(a) demoted primary", fault, healed).await;
     assert!(
         b.command_calls("evalsha") > 0,
         "the checks run on the new primary"
@@ -246,12 +251,7 @@ async fn a_black_hole_while_the_address_leads_to_a_healthy_redis() {
     let fault = client.now();
     proxy.black_hole_existing();
     let healed = fault;
-    client.until_decided(healed, RECOVERY * 2).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let r = recovery(&client.samples(), fault, healed);
-    report("(b) black hole", &r);
-    assert_recovered("(b) black hole", &r);
+    judge(&client, "(b) black hole", fault, healed).await;
 
     // The override watcher heals with the connection: an override set by another instance
     // (straight to Redis) is in force within a few seconds.
@@ -309,12 +309,7 @@ async fn reset_connections() {
     let fault = client.now();
     proxy.reset_all();
     let healed = fault;
-    client.until_decided(healed, RECOVERY * 2).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let r = recovery(&client.samples(), fault, healed);
-    report("(c) reset", &r);
-    assert_recovered("(c) reset", &r);
+    judge(&client, "(c) reset", fault, healed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,10 +385,5 @@ async fn replies_slower_than_the_deadline_then_fast_again() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.set_mode(Mode::Pass);
     let healed = client.now();
-    client.until_decided(healed, RECOVERY * 2).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-
-    let r = recovery(&client.samples(), fault, healed);
-    report("(d) slow replies", &r);
-    assert_recovered("(d) slow replies", &r);
+    judge(&client, "(d) slow replies", fault, healed).await;
 }

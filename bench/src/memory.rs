@@ -107,23 +107,9 @@ pub(crate) fn memprobe(n: usize) -> Res<()> {
 
 /// Runs [`memprobe`] in a child process and reads its figures.
 pub(crate) fn local_bytes_per_key(n: usize) -> Res<LocalMemory> {
-    let output = Command::new(std::env::current_exe()?)
-        .args(["memprobe", "--keys", &n.to_string()])
-        .env_remove("FLUX_REDIS_URL")
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("MEMPROBE "))
-        .ok_or_else(|| format!("memprobe printed no figures: {stdout}"))?;
-    let figures: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|f| f.parse().ok())
-        .collect();
+    let figures = child_figures(&["memprobe", "--keys", &n.to_string()], "MEMPROBE")?;
     let [before, after, buckets] = figures[..] else {
-        return Err(format!("unexpected memprobe line: {line}").into());
+        return Err(format!("unexpected memprobe figures: {figures:?}").into());
     };
     Ok(LocalMemory {
         keys: usize::try_from(buckets).unwrap_or(usize::MAX),
@@ -246,18 +232,11 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1_024)
 }
 
-/// Runs [`memflood`] in a child process and reads its figures.
-pub(crate) fn rotation_flood(keys: usize, cap: usize, flood: Flood) -> Res<FloodRun> {
+/// Runs this binary with `args` in a child process (no Redis) and reads the numbers of its
+/// line starting with `tag`.
+fn child_figures(args: &[&str], tag: &str) -> Res<Vec<u64>> {
     let output = Command::new(std::env::current_exe()?)
-        .args([
-            "memflood",
-            "--keys",
-            &keys.to_string(),
-            "--cap",
-            &cap.to_string(),
-            "--flood",
-            flood.arg(),
-        ])
+        .args(args)
         .env_remove("FLUX_REDIS_URL")
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -265,12 +244,27 @@ pub(crate) fn rotation_flood(keys: usize, cap: usize, flood: Flood) -> Res<Flood
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("MEMFLOOD "))
-        .ok_or_else(|| format!("memflood printed no figures: {stdout}"))?;
-    let f: Vec<u64> = line
+        .find_map(|l| l.strip_prefix(tag)?.strip_prefix(' '))
+        .ok_or_else(|| format!("{} printed no figures: {stdout}", args[0]))?;
+    Ok(line
         .split_whitespace()
         .filter_map(|f| f.parse().ok())
-        .collect();
+        .collect())
+}
+
+/// Runs [`memflood`] in a child process and reads its figures.
+pub(crate) fn rotation_flood(keys: usize, cap: usize, flood: Flood) -> Res<FloodRun> {
+    let (keys, cap) = (keys.to_string(), cap.to_string());
+    let args = [
+        "memflood",
+        "--keys",
+        &keys,
+        "--cap",
+        &cap,
+        "--flood",
+        flood.arg(),
+    ];
+    let f = child_figures(&args, "MEMFLOOD")?;
     let [
         requests,
         admitted,
@@ -283,7 +277,7 @@ pub(crate) fn rotation_flood(keys: usize, cap: usize, flood: Flood) -> Res<Flood
         peak,
     ] = f[..]
     else {
-        return Err(format!("unexpected memflood line: {line}").into());
+        return Err(format!("unexpected memflood figures: {f:?}").into());
     };
     Ok(FloodRun {
         requests,
